@@ -1,0 +1,1 @@
+"""Our own parametric hand model: procedural mesh, skeleton, skinning, regions and decoder topology."""

@@ -1,0 +1,1 @@
+"""Synthetic data, FreiHAND loader, losses, trainer, metrics and evaluation."""
