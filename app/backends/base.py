@@ -1,0 +1,118 @@
+"""The mesh-backend protocol: what the live pipeline hands to the network and what it gets back.
+
+All arrays are numpy. B = number of hands in the frame (0 allowed), S = crop size, V = mesh vertices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from models.config import NUM_JOINTS, M3DHMRConfig
+from models.errors import InputShapeError
+
+RESULT_FIELDS: tuple[str, ...] = (
+    "vertices_rel",
+    "joints_rel",
+    "joints_2d_pred",
+    "joints_2d_used",
+    "dgp_weights",
+    "translation_virt",
+    "vertices_cam",
+    "joints_cam",
+    "translation_cam",
+    "dgp_residual",
+    "dgp_degenerate",
+)
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """One network call for all hands of a frame.
+
+    crops_rgb ``(B,S,S,3)`` uint8 **RGB** (already warped with the rectification homography);
+    K_virt ``(B,3,3)`` crop intrinsics; virt_to_cam ``(B,3,3)`` (``X_cam = virt_to_cam @ X_virt``, det -1
+    for mirrored left hands); joints_2d_external ``(B,21,2)`` crop px (e.g. MediaPipe) or None to use the
+    network's own 2D joints.
+    """
+
+    crops_rgb: np.ndarray
+    K_virt: np.ndarray
+    virt_to_cam: np.ndarray
+    joints_2d_external: np.ndarray | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.crops_rgb.shape[0])
+
+    def validate(self, crop_size: int) -> None:
+        """Raise :class:`InputShapeError` with an actionable message when shapes or dtypes are wrong."""
+        b = self.crops_rgb.shape[0] if self.crops_rgb.ndim == 4 else -1
+        if self.crops_rgb.shape != (b, crop_size, crop_size, 3) or self.crops_rgb.dtype != np.uint8:
+            raise InputShapeError(
+                f"crops_rgb must be (B, {crop_size}, {crop_size}, 3) uint8 RGB, got {self.crops_rgb.shape} {self.crops_rgb.dtype}"
+            )
+        if self.K_virt.shape != (b, 3, 3) or self.virt_to_cam.shape != (b, 3, 3):
+            raise InputShapeError(f"K_virt and virt_to_cam must be ({b}, 3, 3), got {self.K_virt.shape}, {self.virt_to_cam.shape}")
+        if self.joints_2d_external is not None and self.joints_2d_external.shape != (b, NUM_JOINTS, 2):
+            raise InputShapeError(f"joints_2d_external must be ({b}, 21, 2) crop px, got {self.joints_2d_external.shape}")
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """Network outputs as numpy float32 (``dgp_degenerate`` bool); frames/units as in ``M3DHMROutput``.
+
+    vertices_rel (B,V,3), joints_rel (B,21,3): wrist-relative, virtual-camera axes, metres;
+    joints_2d_pred / joints_2d_used (B,21,2) crop px; dgp_weights (B,21); translation_virt (B,3) m;
+    vertices_cam (B,V,3), joints_cam (B,21,3), translation_cam (B,3): real camera, metres;
+    dgp_residual (B,) m; dgp_degenerate (B,) bool.
+    """
+
+    vertices_rel: np.ndarray
+    joints_rel: np.ndarray
+    joints_2d_pred: np.ndarray
+    joints_2d_used: np.ndarray
+    dgp_weights: np.ndarray
+    translation_virt: np.ndarray
+    vertices_cam: np.ndarray
+    joints_cam: np.ndarray
+    translation_cam: np.ndarray
+    dgp_residual: np.ndarray
+    dgp_degenerate: np.ndarray
+
+    @staticmethod
+    def empty(num_vertices: int) -> BackendResult:
+        """The result of a call with zero hands."""
+        shapes = {
+            "vertices_rel": (0, num_vertices, 3),
+            "joints_rel": (0, NUM_JOINTS, 3),
+            "joints_2d_pred": (0, NUM_JOINTS, 2),
+            "joints_2d_used": (0, NUM_JOINTS, 2),
+            "dgp_weights": (0, NUM_JOINTS),
+            "translation_virt": (0, 3),
+            "vertices_cam": (0, num_vertices, 3),
+            "joints_cam": (0, NUM_JOINTS, 3),
+            "translation_cam": (0, 3),
+            "dgp_residual": (0,),
+        }
+        arrays = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+        return BackendResult(**arrays, dgp_degenerate=np.zeros((0,), bool))
+
+    @staticmethod
+    def from_arrays(arrays: dict[str, np.ndarray]) -> BackendResult:
+        values = {f.name: np.asarray(arrays[f.name], np.float32) for f in fields(BackendResult) if f.name != "dgp_degenerate"}
+        return BackendResult(**values, dgp_degenerate=np.asarray(arrays["dgp_degenerate"]).astype(bool))
+
+
+@runtime_checkable
+class MeshBackend(Protocol):
+    """Anything that runs the mesh network on a batch of rectified crops."""
+
+    name: str
+    config: M3DHMRConfig
+    asset_sha256: str
+    crop_size: int
+    faces: np.ndarray  # (F, 3) int64, right-hand winding
+
+    def infer(self, request: BackendRequest) -> BackendResult: ...

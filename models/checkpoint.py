@@ -1,0 +1,97 @@
+"""Checkpoints: safetensors files carrying the config JSON and the topology asset hash in their metadata.
+
+Loading is strict: every parameter/buffer name must match (missing or unexpected names raise
+``CheckpointKeyMismatchError``), and the checkpoint's asset hash must equal the loaded asset's
+(``AssetHashMismatchError``). Mesh constants are non-persistent buffers, so they never enter the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from models.config import M3DHMRConfig, config_from_json, config_to_json
+from models.errors import AssetHashMismatchError, CheckpointError, CheckpointKeyMismatchError
+from models.m3dhmr import M3DHMR
+
+CHECKPOINT_FORMAT: str = "m3dhmr-dgp/1"
+RESERVED_KEYS: frozenset[str] = frozenset({"format", "config_json", "asset_sha256", "asset_version"})
+
+
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    config: M3DHMRConfig
+    asset_sha256: str
+    asset_version: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def save_checkpoint(model: M3DHMR, path: Path | str, extra_metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s state dict (float tensors as stored) plus config and asset hash to ``path``."""
+    if model.config is None:
+        raise CheckpointError("model has no config; build it with M3DHMR.from_config before saving")
+    extra = dict(extra_metadata or {})
+    clash = RESERVED_KEYS & set(extra)
+    if clash:
+        raise CheckpointError(f"extra metadata may not use reserved keys {sorted(clash)}")
+    metadata = {
+        **extra,
+        "format": CHECKPOINT_FORMAT,
+        "config_json": config_to_json(model.config),
+        "asset_sha256": model.asset_sha256,
+        "asset_version": model.asset_version,
+    }
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=metadata)
+
+
+def read_checkpoint_metadata(path: Path | str) -> CheckpointMetadata:
+    """Read config and asset hash without loading the tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one or pass the path of a shipped weight file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {error}") from error
+    if metadata.get("format") != CHECKPOINT_FORMAT or "config_json" not in metadata or "asset_sha256" not in metadata:
+        raise CheckpointError(f"checkpoint {path} lacks {CHECKPOINT_FORMAT} metadata (config_json, asset_sha256)")
+    extra = {k: v for k, v in metadata.items() if k not in RESERVED_KEYS}
+    return CheckpointMetadata(
+        config=config_from_json(metadata["config_json"]),
+        asset_sha256=metadata["asset_sha256"],
+        asset_version=metadata.get("asset_version", ""),
+        extra=extra,
+    )
+
+
+def load_state_strict(model: M3DHMR, path: Path | str) -> None:
+    """Load tensors from ``path`` into ``model``; raise on missing/unexpected names or a foreign asset."""
+    metadata = read_checkpoint_metadata(path)
+    if metadata.asset_sha256 != model.asset_sha256:
+        raise AssetHashMismatchError(f"checkpoint {path}", metadata.asset_sha256, model.asset_sha256)
+    state = load_file(str(path))
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointKeyMismatchError(str(path), missing, unexpected)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {path} has tensors of the wrong shape: {error}") from error
+
+
+def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | torch.device = "cpu") -> M3DHMR:
+    """Build the model from the checkpoint's own config and the asset (default ``load_hand_asset()``), load strictly."""
+    metadata = read_checkpoint_metadata(path)
+    model = M3DHMR.from_config(metadata.config, asset)
+    load_state_strict(model, path)
+    return model.to(device).eval()

@@ -1,0 +1,117 @@
+"""Network configuration: the frozen config dataclass, named presets and the input normalisation.
+
+This module is the ONE place that defines how an RGB crop becomes network input:
+``crops_to_network_input`` (uint8 RGB HWC -> float32 RGB CHW in [0, 1]) is what callers apply, and the
+model itself subtracts ``IMAGE_MEAN_RGB`` and divides by ``IMAGE_STD_RGB`` (so torch and ONNX agree).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.errors import InputShapeError, UnknownPresetError
+
+IMAGE_MEAN_RGB: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGE_STD_RGB: tuple[float, float, float] = (0.229, 0.224, 0.225)
+NUM_JOINTS: int = 21
+DECODER_TYPES: tuple[str, ...] = ("dsc", "spiralconv++", "dsconv")
+
+
+def crops_to_network_input(crops_rgb: np.ndarray) -> np.ndarray:
+    """Convert crops ``(B, S, S, 3)`` uint8 **RGB** to network input ``(B, 3, S, S)`` float32 in [0, 1]."""
+    if crops_rgb.ndim != 4 or crops_rgb.shape[-1] != 3 or crops_rgb.dtype != np.uint8:
+        raise InputShapeError(
+            f"expected crops of shape (B, S, S, 3) uint8 RGB, got {crops_rgb.shape} {crops_rgb.dtype}"
+        )
+    return np.ascontiguousarray(crops_rgb.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
+@dataclass(frozen=True)
+class M3DHMRConfig:
+    """Everything that defines the network architecture (not the topology asset, which is hashed separately).
+
+    ``decoder_channels[l]`` is the feature width at mesh level ``l`` (0 = full resolution, last = coarsest).
+    """
+
+    name: str
+    encoder_blocks: tuple[int, int, int, int]
+    width_mult: float
+    num_stacks: int
+    feature_channels: int
+    decoder_type: str
+    decoder_channels: tuple[int, ...]
+    crop_size: int = 128
+    num_kernels: int = 8
+    use_roi: bool = True
+    dgp_damping: float = 1e-9
+    dgp_hidden: int = 64
+
+    def __post_init__(self) -> None:
+        if self.decoder_type not in DECODER_TYPES:
+            raise ValueError(f"decoder_type must be one of {DECODER_TYPES}, got {self.decoder_type!r}")
+        if self.crop_size % 32 != 0:
+            raise ValueError(f"crop_size must be a multiple of 32, got {self.crop_size}")
+        if self.num_stacks < 1 or self.num_kernels < 1:
+            raise ValueError("num_stacks and num_kernels must be >= 1")
+        if len(self.encoder_blocks) != 4:
+            raise ValueError("encoder_blocks needs 4 entries (BasicBlocks per ResNet stage)")
+
+
+PRESETS: dict[str, M3DHMRConfig] = {
+    "paper_r18": M3DHMRConfig(
+        name="paper_r18",
+        encoder_blocks=(2, 2, 2, 2),
+        width_mult=1.0,
+        num_stacks=2,
+        feature_channels=256,
+        decoder_type="dsc",
+        decoder_channels=(32, 32, 64, 128, 256),
+    ),
+    "paper_r34": M3DHMRConfig(
+        name="paper_r34",
+        encoder_blocks=(3, 4, 6, 3),
+        width_mult=1.0,
+        num_stacks=2,
+        feature_channels=256,
+        decoder_type="dsc",
+        decoder_channels=(32, 32, 64, 128, 256),
+    ),
+    "realtime_slim": M3DHMRConfig(
+        name="realtime_slim",
+        encoder_blocks=(1, 1, 1, 1),
+        width_mult=0.5,
+        num_stacks=2,
+        feature_channels=64,
+        decoder_type="dsc",
+        decoder_channels=(16, 16, 32, 32, 64),
+        num_kernels=8,
+        dgp_hidden=32,
+    ),
+}
+
+
+def get_preset(name: str) -> M3DHMRConfig:
+    """Return the named preset (``paper_r18``, ``paper_r34``, ``realtime_slim``)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UnknownPresetError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def config_to_json(config: M3DHMRConfig) -> str:
+    """Serialise a config to a compact, key-sorted JSON string (stored in checkpoints and ONNX metadata)."""
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
+def config_from_json(text: str) -> M3DHMRConfig:
+    """Inverse of :func:`config_to_json`; tuples are restored from JSON lists."""
+    raw = json.loads(text)
+    fields = {f.name: f for f in dataclasses.fields(M3DHMRConfig)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValueError(f"config JSON has unknown fields {unknown}; it was written by another version")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return M3DHMRConfig(**values)

@@ -1,0 +1,107 @@
+"""ONNX export: dynamic batch, metadata, torch vs onnxruntime parity (1e-4 m), asset-hash check in the backend."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from app.backends import BackendRequest
+from app.backends.onnx_backend import OnnxBackend
+from app.backends.torch_backend import TorchBackend
+from models.config import config_from_json
+from models.errors import AssetHashMismatchError, CheckpointError
+from models.export_onnx import ONNX_FORMAT, OUTPUT_NAMES, export_onnx, read_onnx_metadata
+from models.m3dhmr import M3DHMR
+from tests.net_fixtures import make_icosphere_asset, tiny_config
+
+CROP = 64
+METRIC = ("vertices_rel", "joints_rel", "translation_virt", "vertices_cam", "joints_cam", "translation_cam", "dgp_residual")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[M3DHMR, Path]:
+    torch.manual_seed(0)
+    model = M3DHMR.from_config(tiny_config(), make_icosphere_asset()).eval()
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+    return model, path
+
+
+def hand_like_joints(batch: int) -> np.ndarray:
+    """Spread-out 2D joints (a fan of five fingers) so that DGP is well conditioned."""
+    rng = np.random.default_rng(batch)
+    angles = np.linspace(-1.1, 1.1, 5)
+    radii = np.array([8.0, 14.0, 19.0, 24.0])
+    fingers = np.stack([np.stack([r * np.sin(angles), -r * np.cos(angles)], -1) for r in radii], 1).reshape(20, 2)
+    joints = np.concatenate([[[0.0, 20.0]], fingers + [0.0, 20.0]])
+    return (joints[None] + 31.5 + rng.normal(scale=1.0, size=(batch, 21, 2))).astype(np.float32)
+
+
+def make_request(batch: int, external: bool) -> BackendRequest:
+    rng = np.random.default_rng(100 + batch)
+    k = np.array([[150.0, 0.0, 31.5], [0.0, 150.0, 31.5], [0.0, 0.0, 1.0]], np.float32)
+    rotation = np.linalg.qr(rng.normal(size=(batch, 3, 3)))[0].astype(np.float32)
+    return BackendRequest(
+        crops_rgb=rng.integers(0, 256, size=(batch, CROP, CROP, 3), dtype=np.uint8),
+        K_virt=np.broadcast_to(k, (batch, 3, 3)).copy(),
+        virt_to_cam=rotation,
+        joints_2d_external=hand_like_joints(batch) if external else None,
+    )
+
+
+def test_metadata(exported: tuple[M3DHMR, Path]) -> None:
+    model, path = exported
+    metadata = read_onnx_metadata(path)
+    assert metadata["format"] == ONNX_FORMAT
+    assert metadata["asset_sha256"] == model.asset_sha256
+    assert config_from_json(metadata["config_json"]) == model.config
+    graph = onnx.load_model(str(path)).graph
+    assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
+    batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic (dynamic) batch axis
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_torch_onnxruntime_parity(exported: tuple[M3DHMR, Path], batch: int) -> None:
+    model, path = exported
+    torch_backend = TorchBackend(model)
+    onnx_backend = OnnxBackend(path, asset=make_icosphere_asset(), providers=["CPUExecutionProvider"])
+    external = make_request(batch, external=True)
+    ours, theirs = torch_backend.infer(external), onnx_backend.infer(external)
+    for name in METRIC:
+        np.testing.assert_allclose(getattr(theirs, name), getattr(ours, name), atol=1e-4, rtol=0, err_msg=name)
+    np.testing.assert_allclose(theirs.dgp_weights, ours.dgp_weights, atol=1e-5)
+    np.testing.assert_array_equal(theirs.dgp_degenerate, ours.dgp_degenerate)
+    own = make_request(batch, external=False)
+    ours, theirs = torch_backend.infer(own), onnx_backend.infer(own)
+    np.testing.assert_allclose(theirs.joints_2d_pred, ours.joints_2d_pred, atol=1e-3)
+    np.testing.assert_allclose(theirs.vertices_rel, ours.vertices_rel, atol=1e-4)
+    np.testing.assert_allclose(theirs.joints_2d_used, ours.joints_2d_pred, atol=1e-3)
+
+
+def test_backend_refuses_other_asset(exported: tuple[M3DHMR, Path]) -> None:
+    _, path = exported
+    other = dataclasses.replace(make_icosphere_asset(), sha256="f" * 64)
+    with pytest.raises(AssetHashMismatchError):
+        OnnxBackend(path, asset=other)
+
+
+def test_backend_refuses_other_config_and_missing_file(exported: tuple[M3DHMR, Path], tmp_path: Path) -> None:
+    _, path = exported
+    with pytest.raises(CheckpointError, match="config"):
+        OnnxBackend(path, asset=make_icosphere_asset(), config=tiny_config(name="other"))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        OnnxBackend(tmp_path / "nope.onnx", asset=make_icosphere_asset())
+
+
+def test_zero_hands(exported: tuple[M3DHMR, Path]) -> None:
+    _, path = exported
+    backend = OnnxBackend(path, asset=make_icosphere_asset())
+    empty = make_request(0, external=False)
+    result = backend.infer(empty)
+    assert result.vertices_cam.shape == (0, make_icosphere_asset().level_num_vertices[0], 3)
