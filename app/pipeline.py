@@ -1,0 +1,365 @@
+"""The live pipeline, without any window: frame -> hands in metric camera space.
+
+One :meth:`HandPipeline.process` call runs, for one frame:
+
+``detect``     MediaPipe landmarks (tracking mode), undistortion of the landmarks when the intrinsics
+               have lens distortion, and hand identity tracking (stable ``track_id`` and handedness);
+``crop``       per hand a rectified ``S x S`` crop (virtual camera looking at the hand; left hands mirrored),
+               stacked into one batch;
+``network``    one backend call for all hands of the frame (torch or onnxruntime): root-relative mesh,
+               2D joints, DGP weights and the DGP translation in the virtual camera, mapped back to the
+               real camera with ``virt_to_cam`` (the closed-form DGP solve is part of the network graph);
+``dgp``        camera-space assembly: root-relative geometry in camera axes, wrist translation, projection
+               of the joints into the image, per-hand confidence;
+``smoothing``  One Euro filters per track (translation and root-relative geometry separately).
+
+``read`` (source) and ``draw`` (consumer) times are added by :meth:`HandPipeline.run` and the
+consumers (:meth:`FrameResult.with_timing`). The pipeline never draws or shows anything.
+
+Frames must be unmirrored camera images (what cameras deliver): geometry and handedness are then
+physical. A selfie view is a display option (``DrawOptions.mirror_view``), applied after drawing.
+
+The 2D cue (``cue``) decides which 2D joints the network samples its features at and DGP solves with:
+``"mediapipe"`` (MediaPipe's landmarks mapped into the crop) or ``"network"`` (the network's own
+prediction).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import numpy as np
+
+from app.backends import BackendRequest, MeshBackend
+from app.crops import DEFAULT_MARGIN, CropBatch, make_crop_batch
+from app.detection import HandDetection, HandDetector
+from app.intrinsics import DEFAULT_HFOV_DEG, Intrinsics
+from app.results import FrameResult, HandResult
+from app.smoothing import HandTracker, SmoothingParams, Track
+from app.sources import Frame, FrameSource
+
+LOG = logging.getLogger(__name__)
+
+CUES: tuple[str, ...] = ("mediapipe", "network")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Run-time options of :class:`HandPipeline`.
+
+    Attributes:
+        max_hands: most hands processed per frame.
+        cue: 2D cue for feature sampling and DGP: ``"mediapipe"`` or ``"network"``.
+        margin: crop margin around the landmark box (fraction; must match training).
+        smoothing: One Euro parameters (``SmoothingParams(enabled=False)`` for raw output).
+        hfov_deg: horizontal field of view assumed when no intrinsics are given.
+        min_detection_confidence, min_presence_confidence, min_tracking_confidence: MediaPipe thresholds.
+    """
+
+    max_hands: int = 2
+    cue: str = "mediapipe"
+    margin: float = DEFAULT_MARGIN
+    smoothing: SmoothingParams = field(default_factory=SmoothingParams)
+    hfov_deg: float = DEFAULT_HFOV_DEG
+    min_detection_confidence: float = 0.5
+    min_presence_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.cue not in CUES:
+            raise ValueError(f"cue must be one of {CUES}, got {self.cue!r}")
+        if self.max_hands < 1:
+            raise ValueError(f"max_hands must be at least 1, got {self.max_hands}")
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame after detection, tracking and cropping, waiting for the network (see :meth:`HandPipeline.prepare`)."""
+
+    frame: Frame
+    intrinsics: Intrinsics
+    detections: tuple[HandDetection, ...]
+    tracks: tuple[Track, ...]
+    handedness: tuple[str, ...]
+    crops: CropBatch
+    cue: str
+    timings_ms: dict[str, float]
+
+
+def backend_description(backend: MeshBackend) -> str:
+    """Short human-readable name of a backend (kind, device or provider)."""
+    return str(getattr(backend, "name", type(backend).__name__))
+
+
+class HandPipeline:
+    """Source frames in, :class:`FrameResult` out. Not thread-safe: use it from one worker thread.
+
+    Args:
+        backend: the mesh network behind the backend protocol (torch or onnxruntime).
+        intrinsics: the camera's intrinsics (any resolution; scaled to each frame). None: a
+            field-of-view default, marked ``intrinsics_assumed`` in every result.
+        options: see :class:`PipelineOptions`.
+        detector: a MediaPipe detector to use (default: one built from ``options``).
+    """
+
+    def __init__(
+        self,
+        backend: MeshBackend,
+        *,
+        intrinsics: Intrinsics | None = None,
+        options: PipelineOptions = PipelineOptions(),
+        detector: HandDetector | None = None,
+    ) -> None:
+        self.backend = backend
+        self.options = options
+        self._base_intrinsics = intrinsics
+        self._intrinsics_cache: dict[tuple[int, int], Intrinsics] = {}
+        self.detector = detector or self._make_detector(options)
+        self.tracker = HandTracker(smoothing=options.smoothing)
+        self.faces_right = np.asarray(backend.faces, dtype=np.int64)
+        self.backend_name = backend_description(backend)
+
+    @staticmethod
+    def _make_detector(options: PipelineOptions) -> HandDetector:
+        return HandDetector(
+            max_hands=options.max_hands,
+            mirrored_input=False,
+            min_detection_confidence=options.min_detection_confidence,
+            min_presence_confidence=options.min_presence_confidence,
+            min_tracking_confidence=options.min_tracking_confidence,
+        )
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def intrinsics_for(self, width: int, height: int) -> Intrinsics:
+        """Intrinsics of a ``width x height`` frame (file intrinsics scaled, or the FOV default)."""
+        key = (int(width), int(height))
+        cached = self._intrinsics_cache.get(key)
+        if cached is None:
+            if self._base_intrinsics is None:
+                cached = Intrinsics.from_fov(key[0], key[1], self.options.hfov_deg)
+            else:
+                cached = self._base_intrinsics.scaled_to(*key)
+            self._intrinsics_cache[key] = cached
+        return cached
+
+    def set_intrinsics(self, intrinsics: Intrinsics | None) -> None:
+        self._base_intrinsics = intrinsics
+        self._intrinsics_cache.clear()
+
+    def set_options(self, options: PipelineOptions) -> None:
+        """Change options between frames; the detector is rebuilt when its settings change."""
+        old = self.options
+        self.options = options
+        if (old.max_hands, old.min_detection_confidence, old.min_presence_confidence, old.min_tracking_confidence) != (
+            options.max_hands, options.min_detection_confidence, options.min_presence_confidence,
+            options.min_tracking_confidence,
+        ):
+            self.detector.close()
+            self.detector = self._make_detector(options)
+        if options.smoothing != old.smoothing:
+            self.tracker.set_smoothing(options.smoothing)
+        if options.hfov_deg != old.hfov_deg:
+            self._intrinsics_cache.clear()
+
+    def reset(self) -> None:
+        """Forget tracking and smoothing state (call after switching sources)."""
+        self.detector.reset()
+        self.tracker.reset()
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def detect(self, bgr: np.ndarray, t: float) -> list[HandDetection]:
+        """MediaPipe detections of one (unmirrored) BGR frame."""
+        return self.detector.detect(bgr, t)
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Run every stage on one frame and return its immutable result."""
+        return self.finish(self.prepare(frame))
+
+    def prepare(self, frame: Frame) -> PreparedFrame:
+        """First half of :meth:`process`: detection, tracking and crops (no network)."""
+        timings: dict[str, float] = {}
+        opts = self.options
+        bgr = frame.bgr
+        height, width = bgr.shape[:2]
+        intr = self.intrinsics_for(width, height)
+
+        t0 = time.perf_counter()
+        detections = self.detect(bgr, frame.t)[: opts.max_hands]
+        ideal_landmarks = [intr.undistort_points(d.landmarks_img) for d in detections]
+        tracks = self.tracker.update(
+            [np.concatenate([lm.min(axis=0), lm.max(axis=0)]) for lm in ideal_landmarks],
+            [d.handedness for d in detections],
+            [d.score for d in detections],
+            frame.t,
+        )
+        t1 = time.perf_counter()
+        timings["detect"] = (t1 - t0) * 1e3
+
+        mirror = [track.handedness == "left" for track in tracks]
+        crops = make_crop_batch(
+            bgr, intr, ideal_landmarks, mirror, crop_size=int(self.backend.crop_size), margin=opts.margin
+        )
+        timings["crop"] = (time.perf_counter() - t1) * 1e3
+        return PreparedFrame(
+            frame=frame,
+            intrinsics=intr,
+            detections=tuple(detections),
+            tracks=tuple(tracks),
+            handedness=tuple(track.handedness for track in tracks),
+            crops=crops,
+            cue=opts.cue,
+            timings_ms=timings,
+        )
+
+    def finish(self, prepared: PreparedFrame) -> FrameResult:
+        """Second half of :meth:`process`: one batched network call, camera-space assembly, smoothing."""
+        timings = dict(prepared.timings_ms)
+        frame, intr, crops = prepared.frame, prepared.intrinsics, prepared.crops
+        height, width = frame.bgr.shape[:2]
+        hands: list[HandResult] = []
+        if len(crops):
+            t2 = time.perf_counter()
+            request = BackendRequest(
+                crops_rgb=crops.crops_rgb,
+                K_virt=crops.K_virt,
+                virt_to_cam=crops.virt_to_cam,
+                joints_2d_external=crops.landmarks_crop if prepared.cue == "mediapipe" else None,
+            )
+            out = self.backend.infer(request)
+            t3 = time.perf_counter()
+            timings["network"] = (t3 - t2) * 1e3
+
+            translation = np.asarray(out.translation_cam, np.float64)
+            verts_rel = np.asarray(out.vertices_cam, np.float64) - translation[:, None, :]
+            joints_rel = np.asarray(out.joints_cam, np.float64) - translation[:, None, :]
+            weights = np.asarray(out.dgp_weights, np.float32)
+            degenerate = np.asarray(out.dgp_degenerate, bool)
+            t4 = time.perf_counter()
+            timings["dgp"] = (t4 - t3) * 1e3
+
+            n_verts = verts_rel.shape[1]
+            for i, (det, track) in enumerate(zip(prepared.detections, prepared.tracks)):
+                rel = np.concatenate([verts_rel[i], joints_rel[i]], axis=0)
+                tr, rel_s = track.smoother(translation[i], rel, frame.t)
+                verts_cam = rel_s[:n_verts] + tr
+                joints_cam = rel_s[n_verts:] + tr
+                confidence = 0.0 if degenerate[i] else float(det.score) * float(np.mean(weights[i]))
+                hands.append(
+                    HandResult(
+                        track_id=track.track_id,
+                        handedness=prepared.handedness[i],
+                        detection_score=float(det.score),
+                        confidence=confidence,
+                        box_img=crops.boxes_img[i].copy(),
+                        landmarks_img=np.asarray(det.landmarks_img, np.float32).copy(),
+                        joints_img=intr.project(joints_cam),
+                        joints_cam=joints_cam.astype(np.float32),
+                        vertices_cam=verts_cam.astype(np.float32),
+                        translation_cam=np.asarray(tr, np.float32),
+                        dgp_weights=weights[i].copy(),
+                    )
+                )
+            timings["smoothing"] = (time.perf_counter() - t4) * 1e3
+        else:
+            timings.update(network=0.0, dgp=0.0, smoothing=0.0)
+
+        hands.sort(key=lambda h: h.track_id)
+        return FrameResult(
+            index=frame.index,
+            t=frame.t,
+            image_size=(width, height),
+            K=intr.K.copy(),
+            dist=intr.dist.copy(),
+            intrinsics_assumed=intr.assumed,
+            hands=tuple(hands),
+            faces_right=self.faces_right,
+            timings_ms=timings,
+            backend=self.backend_name,
+        )
+
+    def run(self, source: FrameSource, *, max_frames: int | None = None) -> Iterator[tuple[Frame, FrameResult]]:
+        """Process a source frame by frame; yields ``(frame, result)`` with the ``read`` time included."""
+        count = 0
+        while max_frames is None or count < max_frames:
+            t0 = time.perf_counter()
+            frame = source.read()
+            read_ms = (time.perf_counter() - t0) * 1e3
+            if frame is None:
+                return
+            result = self.process(frame)
+            yield frame, result.with_timing("read", read_ms)
+            count += 1
+
+    def run_overlapped(
+        self, source: FrameSource, *, max_frames: int | None = None
+    ) -> Iterator[tuple[Frame, FrameResult]]:
+        """Like :meth:`run`, with reading, detection and crops of frame n+1 overlapping the network of frame n.
+
+        A producer thread runs :meth:`prepare` (MediaPipe, tracking, crops) at most one frame ahead; the
+        calling thread runs :meth:`finish` (network, DGP, smoothing). Both MediaPipe and the backends
+        release the GIL, so on two or more cores the throughput approaches ``1 / max(detect, network)``
+        instead of ``1 / (detect + network)``; results are the same as :meth:`run` for the same frames.
+        Per-stage times then include the contention between the two threads.
+        """
+        handoff: queue.Queue[object] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        done = object()
+
+        def put(item: object) -> None:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.05)
+                    return
+                except queue.Full:
+                    continue
+
+        def produce() -> None:
+            try:
+                count = 0
+                while not stop.is_set() and (max_frames is None or count < max_frames):
+                    t0 = time.perf_counter()
+                    frame = source.read()
+                    read_ms = (time.perf_counter() - t0) * 1e3
+                    if frame is None:
+                        break
+                    put((self.prepare(frame), read_ms))
+                    count += 1
+            except Exception as err:  # relayed to and re-raised in the consuming thread
+                put(err)
+            finally:
+                put(done)
+
+        producer = threading.Thread(target=produce, name="hand-pipeline-prepare", daemon=True)
+        producer.start()
+        try:
+            while True:
+                item = handoff.get()
+                if item is done:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                prepared, read_ms = item  # type: ignore[misc]
+                yield prepared.frame, self.finish(prepared).with_timing("read", read_ms)
+        finally:
+            stop.set()
+            producer.join(timeout=10.0)
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def __enter__(self) -> "HandPipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def with_options(pipeline: HandPipeline, **changes: object) -> PipelineOptions:
+    """``PipelineOptions`` of ``pipeline`` with some fields replaced (helper for UIs and CLIs)."""
+    return replace(pipeline.options, **changes)
