@@ -1,0 +1,154 @@
+"""Loss terms on hand-computed cases; consistency terms vanish for exact two-view geometry."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.losses import (
+    HandMeshLoss,
+    LossInputError,
+    LossPrediction,
+    LossTarget,
+    LossWeights,
+    ViewPair,
+    apply_homography,
+    consistency2d_loss,
+    consistency3d_loss,
+    edge_length_loss,
+    l1_points,
+    mesh_edges,
+    normal_loss,
+    view_pair_from_rectifications,
+)
+
+TRIANGLE = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=torch.float64)
+ONE_FACE = torch.tensor([[0, 1, 2]])
+
+
+def _rot_z(angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def _rot_x(angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=torch.float64)
+
+
+def test_l1_points_hand_computed() -> None:
+    pred = torch.tensor([[[0.1, 0.0, -0.2]]])
+    assert float(l1_points(pred, torch.zeros_like(pred), scale=0.2)) == pytest.approx(0.1 / 0.2 / 1.0)
+    with pytest.raises(LossInputError):
+        l1_points(pred, torch.zeros(1, 2, 3))
+
+
+def test_mesh_edges_of_two_triangles() -> None:
+    edges = mesh_edges(torch.tensor([[0, 1, 2], [2, 1, 3]]))
+    assert edges.tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
+
+
+def test_normal_loss_hand_computed() -> None:
+    assert float(normal_loss(TRIANGLE, TRIANGLE, ONE_FACE)) == pytest.approx(0.0)
+    # Lift vertex 2 to z=1: gt normal is +z; predicted edges (1,0,0), (0,1,1)/sqrt2, (-1,1,1)/sqrt3 have
+    # |cos| with z of 0, 1/sqrt2, 1/sqrt3.
+    pred = TRIANGLE.clone()
+    pred[0, 2, 2] = 1.0
+    expected = (0.0 + 1 / math.sqrt(2) + 1 / math.sqrt(3)) / 3
+    assert float(normal_loss(pred, TRIANGLE, ONE_FACE)) == pytest.approx(expected)
+
+
+def test_edge_length_loss_hand_computed() -> None:
+    # Doubling the triangle doubles each edge: |2L - L| averaged = mean(1, 1, sqrt2).
+    edges = mesh_edges(ONE_FACE)
+    expected = (1 + 1 + math.sqrt(2)) / 3
+    assert float(edge_length_loss(2 * TRIANGLE, TRIANGLE, edges)) == pytest.approx(expected)
+    # A rigid motion keeps every length.
+    moved = TRIANGLE @ _rot_x(0.7).T + 3.0
+    assert float(edge_length_loss(moved, TRIANGLE, edges)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_consistency3d_zero_for_exact_rotation_and_positive_otherwise() -> None:
+    gen = torch.Generator().manual_seed(0)
+    verts_a = torch.randn(2, 10, 3, generator=gen, dtype=torch.float64)
+    rot = torch.stack([_rot_z(0.4), _rot_x(-1.1) @ torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))])
+    verts_b = verts_a @ rot.transpose(1, 2)
+    assert float(consistency3d_loss(verts_a, verts_b, rot)) == pytest.approx(0.0, abs=1e-12)
+    assert float(consistency3d_loss(verts_a, verts_b + 0.1, rot, scale=0.2)) == pytest.approx(0.5)
+
+
+def test_homography_and_consistency2d_hand_computed() -> None:
+    shift = torch.tensor([[[2.0, 0.0, 4.0], [0.0, 2.0, -6.0], [0.0, 0.0, 1.0]]])  # scale 2 then shift (4, -6)
+    uv_a = torch.tensor([[[1.0, 1.0], [10.0, 20.0]]])
+    uv_b = apply_homography(shift, uv_a)
+    assert uv_b.tolist() == [[[6.0, -4.0], [24.0, 34.0]]]
+    assert float(consistency2d_loss(uv_a, uv_b, shift, 128.0)) == pytest.approx(0.0)
+    assert float(consistency2d_loss(uv_a, uv_b + 12.8, shift, 128.0)) == pytest.approx(0.1)
+
+
+def _camera_views() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ViewPair, torch.Tensor, torch.Tensor]:
+    """A camera-space hand-like point set seen through two rectified views (second one mirrored)."""
+    gen = torch.Generator().manual_seed(1)
+    points_cam = torch.randn(1, 21, 3, generator=gen, dtype=torch.float64) * 0.04 + torch.tensor([0.1, -0.05, 0.6])
+    k_img = torch.tensor([[[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    f_a = _rot_x(0.2)[None]
+    f_b = (torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)) @ _rot_z(0.5) @ _rot_x(-0.1))[None]
+    k_a = torch.tensor([[[300.0, 0.0, 63.5], [0.0, 300.0, 63.5], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    k_b = torch.tensor([[[350.0, 0.0, 63.5], [0.0, 350.0, 63.5], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    h_a = k_a @ f_a @ torch.linalg.inv(k_img)
+    h_b = k_b @ f_b @ torch.linalg.inv(k_img)
+    pair = view_pair_from_rectifications(f_a, h_a, f_b, h_b)
+
+    def project(k: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        virt = points_cam @ f.transpose(1, 2)
+        uvw = virt @ k.transpose(1, 2)
+        return virt - virt[:, :1], uvw[..., :2] / uvw[..., 2:]
+
+    rel_a, uv_a = project(k_a, f_a)
+    rel_b, uv_b = project(k_b, f_b)
+    return rel_a, uv_a, points_cam, pair, rel_b, uv_b
+
+
+def test_view_pair_maps_exact_geometry_with_mirror() -> None:
+    rel_a, uv_a, _, pair, rel_b, uv_b = _camera_views()
+    assert float(consistency3d_loss(rel_a, rel_b, pair.rot_a_to_b)) < 1e-12
+    assert float(consistency2d_loss(uv_a, uv_b, pair.hom_a_to_b, 128.0)) < 1e-9
+
+
+def test_hand_mesh_loss_total_terms_and_gradients() -> None:
+    rel_a, uv_a, cam, pair, rel_b, uv_b = _camera_views()
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [3, 4, 5]])
+    loss = HandMeshLoss(faces=faces, weights=LossWeights())
+    target_a = LossTarget(verts_rel=rel_a, joints_uv=uv_a, crop_size_px=128.0, verts_cam=cam, joints_cam=cam)
+    target_b = LossTarget(verts_rel=rel_b, joints_uv=uv_b, crop_size_px=128.0, verts_cam=cam, joints_cam=cam)
+    exact_a = LossPrediction(verts_rel=rel_a, joints_uv=uv_a, verts_cam=cam, joints_cam=cam)
+    exact_b = LossPrediction(verts_rel=rel_b, joints_uv=uv_b, verts_cam=cam, joints_cam=cam)
+    total, terms = loss(exact_a, target_a, exact_b, target_b, pair)
+    assert set(terms) == {"mesh", "pose2d", "normal", "edge", "consistency3d", "consistency2d", "dgp_joints", "dgp_verts"}
+    assert float(total) < 1e-8
+
+    noisy_rel = (rel_a + 0.01).requires_grad_(True)
+    noisy = LossPrediction(verts_rel=noisy_rel, joints_uv=uv_a + 1.28, verts_cam=cam + 0.002, joints_cam=cam)
+    total, terms = loss(noisy, target_a)
+    assert "consistency3d" not in terms  # one view: no consistency terms
+    assert float(terms["mesh"]) == pytest.approx(0.01 / 0.2)
+    assert float(terms["pose2d"]) == pytest.approx(0.01)
+    assert float(terms["dgp_verts"]) == pytest.approx(0.002 / 0.2)
+    assert float(total.detach()) == pytest.approx(0.05 + 0.01 + 0.01, abs=1e-9)  # normal/edge: translation-invariant
+    total.backward()
+    assert noisy_rel.grad is not None and float(noisy_rel.grad.abs().sum()) > 0
+
+
+def test_zero_weights_skip_terms_and_missing_inputs_raise() -> None:
+    rel_a, uv_a, _, _, _, _ = _camera_views()
+    faces = torch.tensor([[0, 1, 2]])
+    only_mesh = LossWeights(pose2d=0, normal=0, edge=0, consistency3d=0, consistency2d=0, dgp_joints=0, dgp_verts=0)
+    pred = LossPrediction(verts_rel=rel_a, joints_uv=uv_a)
+    target = LossTarget(verts_rel=rel_a, joints_uv=uv_a, crop_size_px=128.0)
+    _, terms = HandMeshLoss(faces=faces, weights=only_mesh)(pred, target)
+    assert list(terms) == ["mesh"]
+    with pytest.raises(LossInputError, match="camera-space"):
+        HandMeshLoss(faces=faces, weights=LossWeights())(pred, target)
+    with pytest.raises(LossInputError):
+        LossWeights(mesh=-1.0)
