@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Sequence
 
 from app import cli, doctor
+from app.ui.app import add_gui_arguments, display_problem, run_gui
+from models.paths import REPO_ROOT
+
+HEADLESS_DEMO_DIR = REPO_ROOT / "runs" / "demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--doctor", action="store_true", help="same as the `doctor` subcommand")
     cli.add_run_arguments(parser)
+    add_gui_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     doctor_parser = subparsers.add_parser("doctor", help="check that everything the demo needs is present")
     doctor.add_arguments(doctor_parser)
@@ -46,6 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.dispatch(args)
     if args.no_gui:
         return cli.run_headless(args)
-    from app.ui.app import run_gui
-
+    problem = display_problem()
+    if problem is not None and not os.environ.get("QT_QPA_PLATFORM"):
+        return run_headless_demo(args, problem)
     return run_gui(args)
+
+
+def run_headless_demo(args: argparse.Namespace, problem: str) -> int:
+    """The demo on a machine without a display: run the same pipeline headless and record what the
+    window would have shown (annotated mp4 + JSONL under runs/demo/), so the user still sees a result."""
+    HEADLESS_DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    if args.record is None:
+        args.record = HEADLESS_DEMO_DIR / "annotated.mp4"
+    if args.jsonl is None:
+        args.jsonl = HEADLESS_DEMO_DIR / "hands.jsonl"
+    print(f"{problem}\nRunning headless instead: annotated video -> {args.record}, per-frame hands -> {args.jsonl}\n")
+    return cli.run_headless(args)

@@ -40,6 +40,7 @@ class OnnxBackend:
         providers: list[str] | None = None,
         config: M3DHMRConfig | None = None,
         intra_op_threads: int = 0,
+        allow_spinning: bool = False,
     ) -> None:
         path = Path(onnx_path)
         if not path.is_file():
@@ -59,6 +60,8 @@ class OnnxBackend:
         options = ort.SessionOptions()
         if intra_op_threads > 0:
             options.intra_op_num_threads = intra_op_threads
+        # Busy-waiting worker threads steal the cores MediaPipe runs on in the live loop; off by default.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers or available_providers())
         names = [o.name for o in self.session.get_outputs()]
