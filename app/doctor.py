@@ -13,7 +13,6 @@ itself never hangs or aborts.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 
+from models.file_hash import sha256_file
 from models.paths import ASSETS_DIR, REPO_ROOT, WEIGHTS_DIR
 
 Status = Literal["ok", "warn", "fail"]
@@ -235,14 +235,6 @@ def check_disk(path: Path = REPO_ROOT) -> Check:
     return Check("free disk", "ok", f"{free_gib:.1f} GiB free")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_weights(manifest_path: Path = WEIGHTS_MANIFEST) -> Check:
     """Verify every file the weights manifest lists against its sha256."""
     if not manifest_path.is_file():
@@ -258,7 +250,7 @@ def check_weights(manifest_path: Path = WEIGHTS_MANIFEST) -> Check:
         file_path = manifest_path.parent / entry["path"]
         if not file_path.is_file():
             problems.append(f"{entry['path']} missing")
-        elif sha256_of(file_path) != entry["sha256"]:
+        elif sha256_file(file_path) != entry["sha256"]:
             problems.append(f"{entry['path']} sha256 mismatch")
     if problems:
         return Check("weights", "fail", "; ".join(problems), "restore the weights with `git checkout -- weights/`")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app import doctor
+from models.file_hash import sha256_file
 from models.paths import REPO_ROOT
 
 
@@ -42,7 +43,7 @@ def test_weights_manifest_hash_checked(tmp_path: Path) -> None:
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"abc")
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"files": [{"path": weights.name, "sha256": doctor.sha256_of(weights)}]}))
+    manifest.write_text(json.dumps({"files": [{"path": weights.name, "sha256": sha256_file(weights)}]}))
     assert doctor.check_weights(manifest).status == "ok"
     weights.write_bytes(b"abd")
     failed = doctor.check_weights(manifest)

@@ -18,7 +18,7 @@ from app.ui.renderer3d import (
     ground_grid_lines,
     project_points,
 )
-from tests.gui_support import hand_template, xvfb_display  # noqa: F401  (session fixture)
+from tests.gui_support import hand_template
 
 pytestmark = pytest.mark.gui
 

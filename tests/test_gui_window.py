@@ -19,7 +19,7 @@ from app.ui.main_window import MainWindow
 from app.ui.renderer3d import BACKGROUND_RGB, Open3DLegacyRenderer, Open3DProcessRenderer
 from app.ui.worker import EngineSettings, LiveWorker
 from models.paths import SHARED_REAL_DIR
-from tests.gui_support import CountingSource, FakePipeline, gui_threads_alive, hand_template, xvfb_display  # noqa: F401
+from tests.gui_support import CountingSource, FakePipeline, gui_threads_alive, hand_template
 
 pytestmark = pytest.mark.gui
 
@@ -68,7 +68,7 @@ def test_window_on_a_scripted_source(qtbot, tmp_path: Path, xvfb_display: str) -
     window = open_window(qtbot, tmp_path, lambda s: FakePipeline(delay_s=0.02), "a", opener)
     try:
         qtbot.waitUntil(lambda: window.frames_displayed >= 2, timeout=10000)
-        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=10000)
+        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=60000)
         first_3d = window.view3d.image.copy()
         assert window.hands_label.text() == "hands: 1"
         assert window.intrinsics_label.isVisibleTo(window)  # the fake marks its intrinsics as assumed
@@ -160,7 +160,7 @@ def test_window_on_the_real_clip(qtbot, tmp_path: Path, xvfb_display: str, real_
         assert processing_fps(window) > 0
         assert window.hands_label.text() == "hands: 1"
         assert window.intrinsics_label.isVisibleTo(window)
-        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=10000)
+        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=60000)
         # Hand, grid and frustum are drawn in 3D, and the drawn hand follows the (moving) real hand.
         assert non_background_fraction(window.view3d.image) > 0.02
         seen = window.view3d.image.copy()
@@ -217,7 +217,7 @@ def test_window_on_the_bundled_sample_clip(qtbot, tmp_path: Path, xvfb_display: 
         qtbot.waitUntil(lambda: window.fps_label.text() != first_label, timeout=20000)
         assert processing_fps(window) > 0
         assert "sample_clip" in window.source_label.text()
-        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=10000)
+        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=60000)
     finally:
         window.close()
         qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=20000)

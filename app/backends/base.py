@@ -11,20 +11,10 @@ import numpy as np
 
 from models.config import NUM_JOINTS, M3DHMRConfig
 from models.errors import InputShapeError
+from models.export_onnx import OUTPUT_NAMES
 
-RESULT_FIELDS: tuple[str, ...] = (
-    "vertices_rel",
-    "joints_rel",
-    "joints_2d_pred",
-    "joints_2d_used",
-    "dgp_weights",
-    "translation_virt",
-    "vertices_cam",
-    "joints_cam",
-    "translation_cam",
-    "dgp_residual",
-    "dgp_degenerate",
-)
+# The backend returns exactly the exported network outputs, in the same order.
+RESULT_FIELDS: tuple[str, ...] = OUTPUT_NAMES
 
 
 @dataclass(frozen=True)

@@ -42,15 +42,21 @@ class VideoPanel(QWidget):
         return QSize(640, 480)
 
     def paintEvent(self, event: object) -> None:
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(16, 16, 18))
-        if self._qimage is not None:
-            scaled = self._qimage.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
-            x = (self.width() - scaled.width()) // 2
-            y = (self.height() - scaled.height()) // 2
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-            painter.drawImage(self.rect().adjusted(x, y, -x, -y), self._qimage)
-        else:
-            painter.setPen(QColor(220, 220, 220))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self._message)
-        painter.end()
+        paint_fitted_image(self, self._qimage, self._message, QColor(16, 16, 18))
+
+
+def paint_fitted_image(widget: QWidget, image: QImage | None, message: str, background: QColor) -> None:
+    """Paint ``image`` centred in ``widget`` at the largest size that keeps its aspect ratio, on
+    ``background``; without an image, paint ``message`` centred instead."""
+    painter = QPainter(widget)
+    painter.fillRect(widget.rect(), background)
+    if image is not None:
+        scaled = image.size().scaled(widget.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        x = (widget.width() - scaled.width()) // 2
+        y = (widget.height() - scaled.height()) // 2
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.drawImage(widget.rect().adjusted(x, y, -x, -y), image)
+    else:
+        painter.setPen(QColor(220, 220, 220))
+        painter.drawText(widget.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, message)
+    painter.end()

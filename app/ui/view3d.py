@@ -14,10 +14,11 @@ from typing import Sequence
 
 import numpy as np
 from PyQt6.QtCore import QPointF, QSize, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QColor, QImage, QMouseEvent, QPainter, QResizeEvent, QWheelEvent
+from PyQt6.QtGui import QColor, QImage, QMouseEvent, QResizeEvent, QWheelEvent
 from PyQt6.QtWidgets import QToolButton, QWidget
 
 from app.ui.renderer3d import HandMesh, RendererError, SceneOptions, SceneRenderer
+from app.ui.video_panel import paint_fitted_image
 
 LOG = logging.getLogger(__name__)
 
@@ -177,18 +178,7 @@ class View3D(QWidget):
         self._resize_timer.start()
 
     def paintEvent(self, event: object) -> None:
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(33, 36, 41))
-        if self._qimage is not None:
-            scaled = self._qimage.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
-            x = (self.width() - scaled.width()) // 2
-            y = (self.height() - scaled.height()) // 2
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-            painter.drawImage(self.rect().adjusted(x, y, -x, -y), self._qimage)
-        else:
-            painter.setPen(QColor(220, 220, 220))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self._message)
-        painter.end()
+        paint_fitted_image(self, self._qimage, self._message, QColor(33, 36, 41))
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         button = event.button()

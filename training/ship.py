@@ -1,0 +1,99 @@
+"""Ship a trained checkpoint: weights/ gets the safetensors model, its ONNX export, the evaluation
+report and ``manifest.json`` (sha256 of every file, network config, asset hash, training recipe and
+the measured metrics).
+
+    python -m training.ship --checkpoint runs/realtime_cpu/checkpoints/best.safetensors [--name realtime_slim]
+
+The app loads ``weights/<name>.onnx`` (onnxruntime) or ``weights/<name>.safetensors`` (torch); the doctor
+verifies both against the manifest. Nothing is downloaded at run time.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from models.config import config_to_json
+from models.export_onnx import export_onnx
+from models.file_hash import sha256_file
+from models.paths import REPO_ROOT, WEIGHTS_DIR
+from training import evaluate
+
+MANIFEST_FORMAT = "handmesh-weights-v1"
+
+
+def _file_entry(path: Path, out_dir: Path, kind: str) -> dict[str, Any]:
+    return {"path": path.relative_to(out_dir).as_posix(), "kind": kind, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _training_recipe(extra: dict[str, str], run_dir: Path) -> dict[str, Any]:
+    """What produced the checkpoint: its training config, step/epoch and the run's summary when present."""
+    recipe: dict[str, Any] = {}
+    for key, value in extra.items():
+        try:
+            recipe[key] = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            recipe[key] = value
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        recipe["run_summary"] = json.loads(summary.read_text(encoding="utf-8"))
+    return recipe
+
+
+def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples: int = 1000) -> Path:
+    """Write ``out_dir/<name>.{safetensors,onnx}``, the evaluation report and the manifest; return the manifest path."""
+    meta = read_checkpoint_metadata(checkpoint)
+    model = load_checkpoint(checkpoint).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = out_dir / f"{name}.safetensors"
+    onnx_path = out_dir / f"{name}.onnx"
+    save_checkpoint(model, weights_path, extra_metadata=meta.extra)
+    export_onnx(model, onnx_path)
+    metrics = evaluate.main(["--weights", str(weights_path), "--samples", str(eval_samples),
+                             "--out", str(out_dir), "--name", f"{name}_synthetic"])
+    report_md = out_dir / f"{name}_synthetic.md"
+    report_json = out_dir / f"{name}_synthetic.json"
+    run_dir = checkpoint.parent.parent
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": [
+            _file_entry(weights_path, out_dir, "torch-safetensors"),
+            _file_entry(onnx_path, out_dir, "onnx"),
+            _file_entry(report_md, out_dir, "evaluation-report"),
+            _file_entry(report_json, out_dir, "evaluation-report"),
+        ],
+        "config": json.loads(config_to_json(model.config)),
+        "asset_sha256": model.asset_sha256,
+        "source_checkpoint": str(checkpoint.resolve().relative_to(REPO_ROOT)) if checkpoint.resolve().is_relative_to(REPO_ROOT) else str(checkpoint),
+        "training": _training_recipe(meta.extra, run_dir),
+        "data_recipe": "training.synth.SynthHandDataset (procedural scenes, our hand model), see training/configs",
+        "metrics_synthetic_test": dataclasses.asdict(metrics) if dataclasses.is_dataclass(metrics) else metrics,
+        "evaluated_on": {"samples": eval_samples, "torch": torch.__version__, "host": platform.platform()},
+    }
+    manifest_path = out_dir / "manifest.json"
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="trained checkpoint (models.checkpoint format)")
+    parser.add_argument("--name", default="realtime_slim", help="file stem in weights/ (default realtime_slim)")
+    parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--eval-samples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    manifest = ship(args.checkpoint, args.name, args.out_dir, args.eval_samples)
+    print(f"wrote {manifest}")
+
+
+if __name__ == "__main__":
+    main()
