@@ -47,7 +47,7 @@ def _training_recipe(extra: dict[str, str], run_dir: Path) -> dict[str, Any]:
     return recipe
 
 
-def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples: int = 1000) -> Path:
+def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples: int = 1000, notes: str = "") -> Path:
     """Write ``out_dir/<name>.{safetensors,onnx}``, the evaluation report and the manifest; return the manifest path."""
     meta = read_checkpoint_metadata(checkpoint)
     model = load_checkpoint(checkpoint).eval()
@@ -76,6 +76,7 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
         "source_checkpoint": str(checkpoint.resolve().relative_to(REPO_ROOT)) if checkpoint.resolve().is_relative_to(REPO_ROOT) else str(checkpoint),
         "training": _training_recipe(meta.extra, run_dir),
         "data_recipe": "training.synth.SynthHandDataset (procedural scenes, our hand model), see training/configs",
+        "notes": notes,
         "metrics_synthetic_test": dataclasses.asdict(metrics) if dataclasses.is_dataclass(metrics) else metrics,
         "evaluated_on": {"samples": eval_samples, "torch": torch.__version__, "host": platform.platform()},
     }
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="realtime_slim", help="file stem in weights/ (default realtime_slim)")
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--eval-samples", type=int, default=1000)
+    parser.add_argument("--notes", default="", help="free text stored in the manifest (e.g. the generator commit)")
     args = parser.parse_args(argv)
-    manifest = ship(args.checkpoint, args.name, args.out_dir, args.eval_samples)
+    manifest = ship(args.checkpoint, args.name, args.out_dir, args.eval_samples, args.notes)
     print(f"wrote {manifest}")
 
 

@@ -79,6 +79,48 @@ def profile_tube(
     return verts, np.asarray(faces, np.int64)
 
 
+def sweep_tube(
+    centers: np.ndarray, frames: np.ndarray, radii: np.ndarray, segments: int = 18, cap_bulge: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closed elliptic tube swept along a curved centre line, capped by domes at both ends.
+
+    centers: (N, 3) ring centres (N >= 2), in order along the tube. frames: (N, 3, 3) right-handed
+    orthonormal ring frames whose columns are (x, y, t): the ring's ellipse axes and the unit tangent
+    (direction of travel). radii: (N, 2) ellipse radii along x and y. Returns vertices
+    (N * segments + 2, 3) float64 and faces (F, 3) int64 with outward winding (same layout as
+    `profile_tube`, of which this is the curved generalisation).
+    """
+    centers = np.asarray(centers, np.float64)
+    frames = np.asarray(frames, np.float64)
+    radii = np.asarray(radii, np.float64)
+    phi = np.linspace(0.0, 2.0 * np.pi, segments, endpoint=False)
+    local = np.stack([np.cos(phi), np.sin(phi)], axis=1)  # (S, 2)
+    offsets = local[None, :, 0:1] * (radii[:, None, 0:1] * frames[:, None, :, 0]) + local[None, :, 1:2] * (
+        radii[:, None, 1:2] * frames[:, None, :, 1]
+    )
+    rings = centers[:, None, :] + offsets  # (N, S, 3)
+    start_cap = centers[0] - cap_bulge * 0.5 * radii[0].sum() * frames[0, :, 2]
+    end_cap = centers[-1] + cap_bulge * 0.5 * radii[-1].sum() * frames[-1, :, 2]
+    verts = np.concatenate([start_cap[None], rings.reshape(-1, 3), end_cap[None]])
+    return verts, _tube_faces(len(centers), segments)
+
+
+def _tube_faces(num_rings: int, segments: int) -> np.ndarray:
+    """Faces (F, 3) int64 of a capped tube laid out as [start cap, rings..., end cap]."""
+    s = np.arange(segments)
+    s1 = (s + 1) % segments
+    start = np.stack([np.zeros(segments, np.int64), 1 + s1, 1 + s], axis=1)
+    r = np.arange(num_rings - 1)[:, None]
+    a0 = 1 + r * segments
+    b0 = a0 + segments
+    quad_a = np.stack(np.broadcast_arrays(a0 + s, a0 + s1, b0 + s1), axis=-1).reshape(-1, 3)
+    quad_b = np.stack(np.broadcast_arrays(a0 + s, b0 + s1, b0 + s), axis=-1).reshape(-1, 3)
+    sides = np.stack([quad_a.reshape(num_rings - 1, segments, 3), quad_b.reshape(num_rings - 1, segments, 3)], axis=2).reshape(-1, 3)
+    last = 1 + (num_rings - 1) * segments
+    end = np.stack([last + s, last + s1, np.full(segments, num_rings * segments + 1)], axis=1)
+    return np.concatenate([start, sides, end]).astype(np.int64)
+
+
 def box(size: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned box centred at the origin with edge lengths `size` (x, y, z); 12 faces."""
     sx, sy, sz = (0.5 * s for s in size)

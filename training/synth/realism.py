@@ -59,6 +59,14 @@ def crop_grid(num: int = 16, cols: int = 8, seed: int = REALISM_SEED) -> np.ndar
     return np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0)
 
 
+def write_compact_png(path: Path, image_bgr: np.ndarray, level_step: int = 4) -> None:
+    """Write a BGR uint8 picture as a small PNG: values rounded to multiples of `level_step` (invisible
+    for noisy camera-like images, but it lets PNG compress the sensor noise) at maximum compression."""
+    quantised = np.clip(np.round(image_bgr.astype(np.float32) / level_step) * level_step, 0, 255).astype(np.uint8)
+    if not cv2.imwrite(str(path), quantised, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        raise OSError(f"could not write {path}")
+
+
 def run_mediapipe(frames: list[SynthFrame]) -> dict[str, float]:
     """Detection rate and 2D error of MediaPipe Hands on the frames (see module doc)."""
     import mediapipe as mp
@@ -123,8 +131,8 @@ def main() -> None:
     if not args.no_pictures:
         out_dir = ASSETS_DIR / "readme"
         out_dir.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(out_dir / "synthetic_samples.png"), sample_grid(frames[:12]))
-        cv2.imwrite(str(out_dir / "synthetic_crops.png"), crop_grid())
+        write_compact_png(out_dir / "synthetic_samples.png", sample_grid(frames[:12]))
+        write_compact_png(out_dir / "synthetic_crops.png", crop_grid())
         print(f"wrote {out_dir / 'synthetic_samples.png'} and {out_dir / 'synthetic_crops.png'}")
     if args.json is not None:
         args.json.write_text(json.dumps(stats, indent=2), encoding="utf-8")

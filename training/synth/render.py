@@ -4,12 +4,17 @@ Within each mesh, faces are painted back to front (painter's algorithm, one `cv2
 face into a face-index buffer, sub-pixel vertex positions); meshes are merged with a per-pixel depth
 test, so intersecting objects meet cleanly. Shading is Gouraud (lit per vertex with smooth
 normals, interpolated per pixel with barycentric weights; fast, and fine at the sizes we render):
-ambient (sky/ground hemisphere) + wrapped Lambert diffuse (a cheap stand-in for skin's subsurface
-scattering) + Blinn-Phong specular, for any number of directional lights; a per-pixel grain texture
-modulates the diffuse colour.
+ambient (sky/ground hemisphere, darkened by a per-vertex ambient-occlusion factor) + wrapped Lambert
+diffuse (a cheap stand-in for skin's subsurface scattering; with `MeshLayer.subsurface` the red channel
+wraps further than blue, so light bleeds reddish past the terminator as in real skin) + Blinn-Phong
+specular, for any number of directional lights; a per-pixel grain texture modulates the diffuse colour.
 
-Conventions: camera frame is OpenCV's (x right, y down, z forward), metres; images are BGR float32 in
-[0, 1] (linear-ish, no gamma handling); pixel centres sit at integer coordinates.
+Shading happens directly on display values (no gamma decode/encode): lighting in linear space with a
+2.2 gamma was tried and gave flatter, lower-contrast hands than webcams show (their tone curves add
+contrast), and MediaPipe found fewer of them.
+
+Conventions: camera frame is OpenCV's (x right, y down, z forward), metres; images (and albedos) are
+BGR float32 display values in [0, 1]; pixel centres sit at integer coordinates.
 """
 from __future__ import annotations
 
@@ -61,6 +66,9 @@ class MeshLayer:
     label: integer written into the label map where this object is visible (> 0).
     texture_noise: amplitude of per-pixel multiplicative albedo noise (pores, cloth grain).
     cull_backfaces: skip faces facing away from the camera (closed meshes only).
+    occlusion: optional (V,) float in [0, 1], ambient visibility per vertex (1 = open sky, lower in
+        creases and between fingers); scales the ambient term fully and direct light partly.
+    subsurface: extra diffuse wrap of the red channel (0 = none; ~0.3 for skin).
     """
 
     vertices_cam: np.ndarray
@@ -71,6 +79,12 @@ class MeshLayer:
     label: int = 1
     texture_noise: float = 0.0
     cull_backfaces: bool = True
+    occlusion: np.ndarray | None = None
+    subsurface: float = 0.0
+
+
+_DIRECT_OCCLUSION = np.float32(0.5)
+"""How much of the ambient occlusion also darkens direct light (creases are partly shadowed)."""
 
 
 @dataclass(frozen=True)
@@ -255,8 +269,9 @@ def _shade_vertices(
     vertex_layer: np.ndarray,
     lighting: Lighting,
 ) -> np.ndarray:
-    """Per-vertex lit colour: (V, 6) float32 = albedo * (ambient + wrapped diffuse) (3) and the
-    Blinn-Phong highlight (3), BGR. Vertices of open (non-culled) layers are lit on the viewer's side."""
+    """Per-vertex lit colour: (V, 6) float32 = diffuse colour (3) and the Blinn-Phong highlight (3),
+    BGR display values. Vertices of open (non-culled) layers
+    are lit on the viewer's side."""
     pos = vertices.astype(np.float32)
     view = -pos / np.maximum(np.linalg.norm(pos, axis=1, keepdims=True), 1e-9)
     nrm = normals
@@ -264,23 +279,34 @@ def _shade_vertices(
     if np.any(two_sided):
         flip = two_sided & ((nrm * view).sum(axis=1) < 0)
         nrm = np.where(flip[:, None], -nrm, nrm)
+    occlusion = np.concatenate(
+        [
+            np.ones(int((vertex_layer == i).sum()), np.float32) if layer.occlusion is None else np.asarray(layer.occlusion, np.float32)
+            for i, layer in enumerate(layers)
+        ]
+    )[:, None]
     up = np.float32(0.5) - np.float32(0.5) * nrm[:, 1:2]
-    shade = up * lighting.ambient_sky_bgr[None].astype(np.float32) + (1.0 - up) * lighting.ambient_ground_bgr[None].astype(np.float32)
+    ambient = up * lighting.ambient_sky_bgr[None].astype(np.float32) + (1.0 - up) * lighting.ambient_ground_bgr[None].astype(np.float32)
+    shade = ambient * occlusion
+    direct_vis = 1.0 - _DIRECT_OCCLUSION * (1.0 - occlusion)
     spec_strength = np.array([layer.specular for layer in layers], np.float32)[vertex_layer][:, None]
     shininess = np.array([layer.shininess for layer in layers], np.float32)[vertex_layer][:, None]
+    subsurface = np.array([layer.subsurface for layer in layers], np.float32)[vertex_layer][:, None]
+    # Per-channel wrap (B, G, R): red light scatters furthest in skin.
+    wrap = np.float32(lighting.wrap) + subsurface * np.array([[-0.3, 0.2, 1.0]], np.float32)
+    wrap = np.clip(wrap, 0.0, 0.95)
     highlight = np.zeros_like(nrm)
-    wrap = np.float32(lighting.wrap)
     for light in lighting.lights:
         ldir = np.asarray(light.direction_cam, np.float32)
         ldir = ldir / max(float(np.linalg.norm(ldir)), 1e-9)
         lcol = np.asarray(light.color_bgr, np.float32)[None]
-        ndl = nrm @ ldir
-        shade = shade + np.clip((ndl + wrap) / (1.0 + wrap), 0.0, None)[:, None] * lcol
+        ndl = (nrm @ ldir)[:, None]
+        shade = shade + np.clip((ndl + wrap) / (1.0 + wrap), 0.0, None) * lcol * direct_vis
         half = view + ldir[None]
         half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-9)
         ndh = np.clip((nrm * half).sum(axis=1), 0.0, None)[:, None]
-        lit = (ndl > 0).astype(np.float32)[:, None]
-        highlight = highlight + lit * spec_strength * np.power(ndh, shininess) * lcol
+        lit = (ndl > 0).astype(np.float32)
+        highlight = highlight + lit * spec_strength * np.power(ndh, shininess) * lcol * direct_vis
     return np.concatenate([albedo * shade, highlight], axis=1).astype(np.float32)
 
 

@@ -11,23 +11,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from models.hand import HandModel
 from models.hand.mirror import mirror_faces, mirror_points
 from models.hand.poses import sample_poses, sample_shapes
+from training.synth.ambient_occlusion import hand_ambient_occlusion
+from training.synth.arm import (
+    LABEL_FOREARM,
+    ArmPose,
+    arm_acceptance,
+    arm_layers,
+    solve_arm,
+)
 from training.synth.augment import camera_pipeline, motion_blur
 from training.synth.backgrounds import BackgroundSampler
 from training.synth.occluders import sample_occluders
-from training.synth.primitives import axis_angle_to_matrix, profile_tube, random_rotation, transform_points
-from training.synth.render import DirectionalLight, Lighting, MeshLayer, project_points, render_layers
-from training.synth.skin import SkinLayout, SkinTone, palm_tinted, sample_skin_tone, skin_albedo
+from training.synth.primitives import (
+    axis_angle_to_matrix,
+    random_rotation,
+    transform_points,
+)
+from training.synth.render import (
+    DirectionalLight,
+    Lighting,
+    MeshLayer,
+    project_points,
+    render_layers,
+    vertex_normals,
+)
+from training.synth.skin import SkinLayout, SkinTone, sample_skin_tone, skin_albedo
 
 LABEL_HAND = 1
-LABEL_FOREARM = 2
 LABEL_OCCLUDER = 3
+__all__ = ["LABEL_FOREARM", "LABEL_HAND", "LABEL_OCCLUDER", "SceneGenerator", "SceneSpec", "SynthFrame"]
 
 IMAGE_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (640, 360), (1280, 720), (960, 540), (800, 600), (480, 640))
 _IMAGE_SIZE_P = (0.3, 0.2, 0.2, 0.15, 0.1, 0.05)
@@ -46,7 +64,9 @@ class SceneSpec:
     width, height: frame size in pixels. K: (3, 3) float64 intrinsics.
     is_right: handedness of the hand. verts_cam (V, 3) / joints_cam (21, 3): float64 metres, camera frame.
     hand_faces: (F, 3) int64, outward winding for this hand (reversed for left hands).
-    hand_albedo: (V, 3) float32 BGR. layers: forearm, sleeve, occluders (camera frame).
+    hand_albedo: (V, 3) float32 BGR. hand_occlusion: (V,) float32 ambient visibility (capsule ambient
+    occlusion of the posed hand). hand_subsurface: red-channel wrap of the skin. layers: arm, sleeves,
+    occluders (camera frame).
     lighting: lights in the camera frame. hand_blur: (length px at full resolution, angle rad) of the
     hand's own motion blur, or None. render_seed: drives background, texture grain and camera noise.
     """
@@ -62,6 +82,8 @@ class SceneSpec:
     hand_specular: float
     hand_shininess: float
     hand_texture_noise: float
+    hand_occlusion: np.ndarray
+    hand_subsurface: float
     layers: tuple[MeshLayer, ...]
     lighting: Lighting
     hand_blur: tuple[float, float] | None
@@ -190,16 +212,17 @@ class SceneGenerator:
         shape = sample_shapes(1, rng, scale=0.8)[0]
         verts_h, joints_h = self.pose_hand(pose, shape)
         size = float(np.exp(0.1 * shape[0]))
-        forearm_dir_h = self._forearm_direction(rng)
         if not is_right:
             verts_h, joints_h = mirror_points(verts_h), mirror_points(joints_h)
-            forearm_dir_h = mirror_points(forearm_dir_h)
-        rotation, translation = self._place_hand(rng, K, width, height, joints_h, forearm_dir_h)
+        rotation, translation, arm = self._place_hand(rng, K, width, height, joints_h, is_right, size)
         verts_cam = transform_points(verts_h, rotation, translation)
         joints_cam = transform_points(joints_h, rotation, translation)
+        faces = self.faces_right if is_right else self.faces_left
+        occlusion = hand_ambient_occlusion(verts_cam, vertex_normals(verts_cam, faces), joints_cam, size)
         tone = sample_skin_tone(rng)
+        subsurface = float(rng.uniform(0.2, 0.45))
         albedo = skin_albedo(tone, self.skin_layout, rng)
-        layers = list(self.forearm_layers(rng, tone, rotation, translation, forearm_dir_h, size, is_right))
+        layers = arm_layers(rng, tone, rotation, translation, arm, size, subsurface=subsurface)
         layers.extend(sample_occluders(rng, joints_cam))
         hand_px = float(np.ptp(project_points(joints_cam, K), axis=0).max())
         hand_blur = (rng.uniform(2.0, 2.0 + 0.06 * hand_px), rng.uniform(0, np.pi)) if rng.random() < 0.2 else None
@@ -210,36 +233,36 @@ class SceneGenerator:
             is_right=is_right,
             verts_cam=verts_cam,
             joints_cam=joints_cam,
-            hand_faces=self.faces_right if is_right else self.faces_left,
+            hand_faces=faces,
             hand_albedo=albedo,
             hand_specular=tone.specular,
             hand_shininess=tone.shininess,
             hand_texture_noise=tone.texture_noise,
+            hand_occlusion=occlusion,
+            hand_subsurface=subsurface,
             layers=tuple(layers),
             lighting=sample_lighting(rng),
             hand_blur=hand_blur,
             render_seed=int(rng.integers(0, 2**31 - 1)),
         )
 
-    @staticmethod
-    def _forearm_direction(rng: np.random.Generator) -> np.ndarray:
-        """Unit (3,) forearm axis (wrist -> elbow) in the right hand's frame, with wrist flexion/deviation."""
-        flex = axis_angle_to_matrix(np.array([1.0, 0.0, 0.0]), rng.uniform(-0.3, 0.3))
-        dev = axis_angle_to_matrix(np.array([0.0, 0.0, 1.0]), rng.uniform(-0.15, 0.15))
-        return flex @ dev @ np.array([0.0, -1.0, 0.0])
-
     def _place_hand(
-        self, rng: np.random.Generator, K: np.ndarray, width: int, height: int, joints_h: np.ndarray, forearm_dir_h: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Orientation and position: hand at 0.2-1.2 m, all joints inside the frame (2 % margin) in 90 % of
-        the scenes, at least 19 of 21 joints inside it in the others."""
+        self, rng: np.random.Generator, K: np.ndarray, width: int, height: int, joints_h: np.ndarray, is_right: bool, size: float
+    ) -> tuple[np.ndarray, np.ndarray, ArmPose]:
+        """Orientation, arm and position: an orientation from `sample_hand_orientation` is kept with the
+        probability `arm_acceptance` gives its arm (a hand must be attached to a plausible arm of a
+        person facing the camera); the forearm never points into the camera; hand at 0.2-1.2 m, all
+        joints inside the frame (2 % margin) in 90 % of the scenes, at least 19 of 21 in the others."""
         centre_h = joints_h.mean(axis=0)
         k_inv = np.linalg.inv(K)
         need = 21 if rng.random() < 0.9 else 19
         mx, my = 0.02 * width, 0.02 * height
         for _attempt in range(200):
             rotation = sample_hand_orientation(rng)
-            if (rotation @ forearm_dir_h)[2] < -0.55:  # forearm would point into the camera
+            arm = solve_arm(rng, rotation, is_right, size)
+            if (rotation @ arm.forearm_dir_h)[2] < -0.55:  # forearm would point into the camera
+                continue
+            if rng.random() >= arm_acceptance(arm.misalignment):
                 continue
             depth = float(np.exp(rng.uniform(np.log(DEPTH_RANGE_M[0]), np.log(DEPTH_RANGE_M[1]))))
             target = np.array([rng.uniform(0.12, 0.88) * width, rng.uniform(0.12, 0.88) * height, 1.0])
@@ -251,7 +274,7 @@ class SceneGenerator:
             uv = project_points(joints_cam, K)
             inside = (uv[:, 0] >= mx) & (uv[:, 0] <= width - 1 - mx) & (uv[:, 1] >= my) & (uv[:, 1] <= height - 1 - my)
             if inside.sum() >= need:
-                return rotation, translation
+                return rotation, translation, arm
         raise SceneError("could not place the hand inside the frame in 200 attempts")
 
     def forearm_layers(
@@ -264,50 +287,11 @@ class SceneGenerator:
         size: float,
         is_right: bool,
     ) -> list[MeshLayer]:
-        """Forearm tube from inside the wrist stub toward the elbow, optionally covered by a sleeve.
-
-        The tube starts 1.2 cm inside the hand, thinner than the wrist (hidden), and is 6 % wider than
-        the hand model's wrist stub where the stub ends (3.4 cm further), so the joint shows no seam."""
-        length = rng.uniform(0.4, 0.65)
-        wrist_r = (0.0289 * size, 0.0165 * size)
-        end_r = (0.037 * size, 0.03 * size)
-        collar = 0.034 * size
-
-        def radii_at(z: float, grow: float = 1.0) -> tuple[float, float]:
-            t = np.clip((z - collar) / max(length - collar, 1e-6), 0.0, 1.0)
-            return (grow * (1.06 * wrist_r[0] * (1 - t) + end_r[0] * t), grow * (1.06 * wrist_r[1] * (1 - t) + end_r[1] * t))
-
-        side = np.array([1.0 if is_right else -1.0, 0.0, 0.0])
-        local_to_hand = np.stack([side, np.cross(direction_h, side), direction_h], axis=1)
-        local_to_hand[:, 0] = np.cross(local_to_hand[:, 1], direction_h)
-        local_to_hand[:, 0] /= np.linalg.norm(local_to_hand[:, 0])
-        local_to_hand[:, 1] = np.cross(direction_h, local_to_hand[:, 0])
-        start_h = np.array([0.0, 0.012, -0.001]) * size
-        to_cam_rot = rotation @ local_to_hand
-        to_cam_t = rotation @ start_h + translation
-
-        layers: list[MeshLayer] = []
-        sleeve_at = collar + rng.uniform(0.0, 0.12) if rng.random() < 0.45 else None
-        skin_len = length if sleeve_at is None else sleeve_at + 0.01
-        profile = [(0.0, 0.8 * wrist_r[0], 0.8 * wrist_r[1]), (collar, *radii_at(collar))]
-        profile += [(z, *radii_at(z)) for z in np.linspace(collar, skin_len, 4)[1:]]
-        v, f = profile_tube(profile, segments=18, cap_bulge=0.3)
-        v_cam = transform_points(v, to_cam_rot, to_cam_t)
-        ring_ry = np.interp(v[:, 2], [z for z, _, _ in profile], [ry for _, _, ry in profile])
-        # Local +y is the back of the hand's side: the inner (palmar) forearm gets the palm's tint.
-        albedo = palm_tinted(tone, np.clip(0.5 - 1.5 * v[:, 1] / np.maximum(ring_ry, 1e-6), 0.0, 1.0))
-        layers.append(MeshLayer(v_cam, f, albedo, specular=tone.specular, shininess=tone.shininess,
-                                label=LABEL_FOREARM, texture_noise=tone.texture_noise))
-        if sleeve_at is not None:
-            grow = rng.uniform(1.15, 1.6)
-            profile = [(z, *radii_at(z, grow)) for z in np.linspace(sleeve_at, length, 4)]
-            v, f = profile_tube(profile, segments=18, cap_bulge=0.15)
-            v_cam = transform_points(v, to_cam_rot, to_cam_t)
-            hsv = np.array([[[rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(20, 240)]]], np.uint8)
-            cloth = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32) / 255.0
-            layers.append(MeshLayer(v_cam, f, np.tile(cloth, (len(v), 1)), specular=0.02, shininess=5.0,
-                                    label=LABEL_FOREARM, texture_noise=rng.uniform(0.03, 0.15)))
-        return layers
+        """A 25 cm forearm along `direction_h` (3,), hand frame (times `size`),
+        blended into the wrist stub (see `training.synth.arm`), bare skin, one layer. `is_right` is accepted for compatibility (the hand frame already is
+        mirrored for left hands)."""
+        arm = ArmPose(np.asarray(direction_h, np.float64), 0.25 * size, 0.0)
+        return arm_layers(rng, tone, rotation, translation, arm, size, subsurface=0.3, sleeve="none")
 
     def render(
         self,
@@ -326,7 +310,8 @@ class SceneGenerator:
         k_w = a @ spec.K
         image = self.backgrounds.sample(rng, w, h)
         hand = MeshLayer(spec.verts_cam, spec.hand_faces, spec.hand_albedo, specular=spec.hand_specular,
-                         shininess=spec.hand_shininess, label=LABEL_HAND, texture_noise=spec.hand_texture_noise)
+                         shininess=spec.hand_shininess, label=LABEL_HAND, texture_noise=spec.hand_texture_noise,
+                         occlusion=spec.hand_occlusion, subsurface=spec.hand_subsurface)
         result = render_layers([hand, *spec.layers], k_w, (w, h), spec.lighting, rng)
         color, alpha = result.color_bgr, result.alpha
         if spec.hand_blur is not None:

@@ -96,7 +96,7 @@ def sample_skin_tone(rng: np.random.Generator) -> SkinTone:
         darkness=float(t / (len(_TONE_ANCHORS_RGB) - 1)),
         specular=float(rng.uniform(0.04, 0.3)),
         shininess=float(rng.uniform(8.0, 40.0)),
-        texture_noise=float(rng.uniform(0.02, 0.08)),
+        texture_noise=float(rng.uniform(0.01, 0.045)),
     )
 
 

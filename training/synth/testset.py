@@ -3,13 +3,16 @@
 `load_synth_testset(n, seed, crop_size)` returns n single-view sample dicts (keys as
 `training.synth.dataset.SynthHandDataset`), identical on every machine for the same code version.
 They are cached as one .npz in `REPO_ROOT/data/synth_test/` (gitignored); the cache key contains
-`TESTSET_VERSION`, which must be bumped whenever the generator changes what it draws.
+`generator_fingerprint()`, a hash of the generator's source files and the hand asset, so a cache made
+by other generator code is never read back.
 
     python -m training.synth.testset --n 1000      # build (or verify) the cache and print its path
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +21,25 @@ from models.paths import REPO_ROOT
 from training.synth.dataset import SynthHandDataset, View
 
 TEST_SEED: int = 1_000_003
-TESTSET_VERSION: str = "v1"
 DEFAULT_CACHE_DIR: Path = REPO_ROOT / "data" / "synth_test"
+SYNTH_SOURCE_DIR: Path = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=1)
+def generator_fingerprint() -> str:
+    """12 hex digits identifying what the generator draws: sha256 over training/synth/*.py and the hand asset."""
+    from models.hand.asset import load_hand_asset
+
+    digest = hashlib.sha256(load_hand_asset().sha256.encode())
+    for path in sorted(SYNTH_SOURCE_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def synth_testset_path(num_samples: int, seed: int, crop_size: int, cache_dir: Path | None = None) -> Path:
     """Cache file of one test set configuration."""
     folder = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
-    return folder / f"synth_test_{TESTSET_VERSION}_seed{seed}_n{num_samples}_s{crop_size}.npz"
+    return folder / f"synth_test_{generator_fingerprint()}_seed{seed}_n{num_samples}_s{crop_size}.npz"
 
 
 def generate_synth_testset(num_samples: int, seed: int = TEST_SEED, crop_size: int = 128) -> list[View]:
