@@ -17,6 +17,7 @@ from training.losses import (
     consistency2d_loss,
     consistency3d_loss,
     edge_length_loss,
+    heatmap_kl_loss,
     l1_points,
     mesh_edges,
     normal_loss,
@@ -152,3 +153,22 @@ def test_zero_weights_skip_terms_and_missing_inputs_raise() -> None:
         HandMeshLoss(faces=faces, weights=LossWeights())(pred, target)
     with pytest.raises(LossInputError):
         LossWeights(mesh=-1.0)
+
+
+def test_heatmap_kl_is_zero_at_the_target_and_grows_with_offset() -> None:
+    crop, w = 32, 8  # stride 4: cell j has its centre at 4j + 1.5
+    joints = torch.tensor([[[9.5, 13.5]]])  # exactly the centre of cell (x=2, y=3)
+    xs = (torch.arange(w) + 0.5) * 4 - 0.5
+    d2 = (xs.view(1, w) - 9.5) ** 2 + (xs.view(w, 1) - 13.5) ** 2
+    target = torch.softmax((-d2 / (2 * 4.0**2)).flatten(), 0).view(1, 1, 1, w, w)
+    assert heatmap_kl_loss(target, joints, crop, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    shifted = torch.roll(target, shifts=2, dims=-1)
+    further = torch.roll(target, shifts=4, dims=-1)
+    near, far = heatmap_kl_loss(shifted, joints, crop, 4.0), heatmap_kl_loss(further, joints, crop, 4.0)
+    assert 0 < near.item() < far.item()
+    logits = torch.zeros(1, 2, 1, w, w, requires_grad=True)
+    loss = heatmap_kl_loss(torch.softmax(logits.flatten(-2), -1).view_as(logits), joints, crop, 4.0)
+    loss.backward()
+    # The gradient raises the logit at the ground-truth cell on both stacks.
+    assert logits.grad is not None and int(logits.grad[0, 0, 0].argmin()) == 3 * w + 2
+    assert torch.equal(logits.grad[0, 0], logits.grad[0, 1])

@@ -21,7 +21,7 @@ from models.checkpoint import load_checkpoint, read_checkpoint_metadata
 from models.paths import REPO_ROOT
 from training.evaluate import main as evaluate_main
 from training.config import TrainConfigError, load_train_config, train_config_from_dict
-from training.train import DistInfo, RunBatchSampler, Trainer, lr_at_epoch, main
+from training.train import DistInfo, RunBatchSampler, Trainer, collate_samples, forward_views, lr_at_epoch, main
 
 # The smallest network the config allows: realtime preset with tiny widths, one stack, 64 px crops.
 TINY_MODEL = {
@@ -145,6 +145,37 @@ def test_tiny_training_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_
     fh = evaluate_main(["--weights", str(ckpt), "--freihand", str(freihand), "--out", str(tmp_path / "eval"), "--name", "fh"])
     assert fh.num_samples == 2 and math.isfinite(fh.pa_mpjpe_mm) and math.isnan(fh.pa_mpvpe_mm)
     assert "| PA-MPVPE (mm) | n/a |" in (tmp_path / "eval" / "fh.md").read_text()
+
+
+def test_external_cue_mixing_and_warm_start(tmp_path: Path) -> None:
+    """Rows drawn for the external cue use the (noisy) ground-truth 2D joints, as the app uses MediaPipe's;
+    the others the network's own; init_from loads weights strictly and trains on with the heatmap term."""
+    torch.set_num_threads(2)
+    cfg = train_config_from_dict(_tiny_config(tmp_path / "run", max_steps=1))
+    trainer = Trainer(cfg, DistInfo(), torch.device("cpu"), show_progress=False)
+    views = collate_samples([trainer._loader().dataset[i] for i in range(2)])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        always = forward_views(trainer.model, views, torch.device("cpu"), False, external_cue_prob=1.0, external_cue_noise_px=0.0)
+        never = forward_views(trainer.model, views, torch.device("cpu"), False, external_cue_prob=0.0)
+        noisy = forward_views(trainer.model, views, torch.device("cpu"), False, external_cue_prob=1.0, external_cue_noise_px=3.0)
+    gt_uv = torch.cat([v.joints_uv for v in views])
+    torch.testing.assert_close(always.joints_2d_used, gt_uv)
+    torch.testing.assert_close(never.joints_2d_used, never.joints_2d_pred)
+    offsets = (noisy.joints_2d_used - gt_uv).flatten()
+    assert 1.5 < float(offsets.std()) < 6.0
+    trainer.save("last")
+
+    warm_cfg = train_config_from_dict(_tiny_config(
+        tmp_path / "warm", max_steps=2, init_from=str(tmp_path / "run" / "checkpoints" / "last.safetensors"),
+        external_cue_prob=0.5, loss={"heatmap": 0.1},
+    ))
+    warm = Trainer(warm_cfg, DistInfo(), torch.device("cpu"), show_progress=False)
+    for name, value in warm.model.state_dict().items():
+        assert torch.equal(value, trainer.model.state_dict()[name]), name
+    warm.fit()
+    header = (tmp_path / "warm" / "train_log.csv").read_text().splitlines()[0]
+    assert header.split(",")[-4] == "heatmap"
 
 
 @pytest.mark.slow

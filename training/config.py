@@ -54,6 +54,11 @@ class TrainConfig:
     eval_every_steps / checkpoint_every_steps: periods in optimizer steps (0 disables; both also run at the end).
     amp: bfloat16/float16 autocast, used only on CUDA.
     out_dir: run folder (checkpoints, CSV log); relative paths are under the repository root.
+    external_cue_prob / external_cue_noise_px: fraction of training samples whose features are sampled
+        (and whose DGP is solved) at external 2D joints, as the app does with MediaPipe's landmarks,
+        instead of at the network's own prediction; those external joints are the ground truth plus
+        Gaussian noise of this standard deviation in crop pixels (MediaPipe-like error).
+    init_from: checkpoint whose weights initialise the model (strict load; optimizer starts fresh).
     """
 
     name: str = "paper_r18"
@@ -74,6 +79,9 @@ class TrainConfig:
     eval_every_steps: int = 2000
     checkpoint_every_steps: int = 1000
     out_dir: str = "runs/paper_r18"
+    external_cue_prob: float = 0.0
+    external_cue_noise_px: float = 3.0
+    init_from: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossWeights = field(default_factory=LossWeights)
 
@@ -84,6 +92,8 @@ class TrainConfig:
             raise TrainConfigError(f"max_steps must be >= 1 or null, got {self.max_steps}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise TrainConfigError(f"time_budget_s must be > 0 or null, got {self.time_budget_s}")
+        if not 0.0 <= self.external_cue_prob <= 1.0 or self.external_cue_noise_px < 0:
+            raise TrainConfigError("external_cue_prob must be in [0, 1] and external_cue_noise_px >= 0")
         if list(self.lr_milestones_epochs) != sorted(self.lr_milestones_epochs):
             raise TrainConfigError(f"lr_milestones_epochs must be increasing, got {self.lr_milestones_epochs}")
         self.model_config()  # fail early on an unknown preset or override

@@ -41,7 +41,7 @@ from models.checkpoint import load_state_strict, read_checkpoint_metadata, save_
 from models.config import crops_to_network_input
 from models.m3dhmr import M3DHMR, M3DHMROutput
 from training.config import DataConfig, TrainConfig, load_train_config
-from training.losses import HandMeshLoss, LossPrediction, LossTarget, view_pair_from_rectifications
+from training.losses import HandMeshLoss, LossPrediction, LossTarget, heatmap_kl_loss, view_pair_from_rectifications
 from training.metrics import HandMetrics, MetricAccumulator
 
 STATE_FORMAT = "handmesh-train-state-v1"
@@ -209,18 +209,33 @@ class RunBatchSampler:
         return max(0, self.total_steps - self.start_step)
 
 
-def forward_views(model: torch.nn.Module, views: list[ViewBatch], device: torch.device, amp: bool) -> M3DHMROutput:
+def forward_views(
+    model: torch.nn.Module,
+    views: list[ViewBatch],
+    device: torch.device,
+    amp: bool,
+    external_cue_prob: float = 0.0,
+    external_cue_noise_px: float = 0.0,
+) -> M3DHMROutput:
     """Run the network on all views at once (view batches concatenated along the batch axis).
 
+    With ``external_cue_prob > 0`` that fraction of the rows gets the ground-truth 2D joints plus
+    Gaussian noise (``external_cue_noise_px``, crop pixels) as external joints, as the app's MediaPipe
+    cue supplies them; the other rows use the network's own prediction.
     Autocast (bfloat16 where supported, else float16) is used only on CUDA and only when ``amp``.
     """
     crops = torch.cat([v.crops for v in views]).to(device, non_blocking=True)
     k_virt = torch.cat([v.k_virt for v in views]).to(device)
     virt_to_cam = torch.cat([v.virt_from_cam.transpose(1, 2) for v in views]).to(device)
+    external = mask = None
+    if external_cue_prob > 0:
+        joints_uv = torch.cat([v.joints_uv for v in views])
+        external = (joints_uv + external_cue_noise_px * torch.randn_like(joints_uv)).to(device)
+        mask = (torch.rand(joints_uv.shape[0]) < external_cue_prob).to(device)
     use_amp = amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-        return model(crops, k_virt, virt_to_cam=virt_to_cam)
+        return model(crops, k_virt, joints_2d_external=external, external_mask=mask, virt_to_cam=virt_to_cam)
 
 
 def _split(t: torch.Tensor, n: int) -> list[torch.Tensor]:
@@ -228,10 +243,31 @@ def _split(t: torch.Tensor, n: int) -> list[torch.Tensor]:
 
 
 def compute_loss(
-    model: torch.nn.Module, loss_fn: HandMeshLoss, views: list[ViewBatch], device: torch.device, amp: bool
+    model: torch.nn.Module,
+    loss_fn: HandMeshLoss,
+    views: list[ViewBatch],
+    device: torch.device,
+    amp: bool,
+    external_cue_prob: float = 0.0,
+    external_cue_noise_px: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward all views, then the loss in float32 (consistency terms when there are two views)."""
-    out = forward_views(model, views, device, amp)
+    """Forward all views, then the loss in float32 (consistency terms when there are two views; the
+    heatmap term when its weight is > 0)."""
+    out = forward_views(model, views, device, amp, external_cue_prob, external_cue_noise_px)
+    total, terms = _mesh_losses(out, loss_fn, views, device)
+    weights = loss_fn.weights
+    if weights.heatmap > 0:
+        joints_uv = torch.cat([v.joints_uv for v in views]).to(device)
+        heatmap = heatmap_kl_loss(out.heatmaps.float(), joints_uv, views[0].crops.shape[-1], weights.heatmap_sigma_px)
+        terms["heatmap"] = heatmap.detach()
+        total = total + weights.heatmap * heatmap
+    return total, terms
+
+
+def _mesh_losses(
+    out: M3DHMROutput, loss_fn: HandMeshLoss, views: list[ViewBatch], device: torch.device
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The M3DHMR + DGP terms of ``loss_fn`` for one forward of all views."""
     n = len(views)
     stacks = out.joints_2d_stacks
     uv_all = _split(stacks.reshape(stacks.shape[0], -1, 2), n)
@@ -375,6 +411,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.asset = asset
         self.model = M3DHMR.from_config(cfg.model_config(), asset=asset).to(device)
+        if cfg.init_from is not None:
+            load_state_strict(self.model, Path(cfg.init_from))
         self.model.train()
         self.ddp: torch.nn.Module = (
             DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -519,7 +557,9 @@ class Trainer:
             epoch = self.schedule_epoch(elapsed)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at_epoch(cfg, epoch)
-            total, terms = compute_loss(self.ddp, self.loss_fn, views, self.device, cfg.amp)
+            total, terms = compute_loss(
+                self.ddp, self.loss_fn, views, self.device, cfg.amp, cfg.external_cue_prob, cfg.external_cue_noise_px
+            )
             if not torch.isfinite(total):
                 raise TrainError(f"loss became {float(total)} at step {self.step}; lower the lr or check the data")
             self.optimizer.zero_grad(set_to_none=True)
@@ -611,6 +651,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--time-budget-s", type=float, default=None, help="stop after this many seconds of training")
     parser.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bar")
+    parser.add_argument("--init-from", default=None, help="initialise the weights from this checkpoint (fresh optimizer)")
     return parser.parse_args(argv)
 
 
@@ -624,6 +665,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         overrides["max_steps"] = args.max_steps
     if args.time_budget_s is not None:
         overrides["time_budget_s"] = args.time_budget_s
+    if args.init_from is not None:
+        overrides["init_from"] = str(Path(args.init_from).resolve())
     cfg = dataclasses.replace(cfg, **overrides)
     dist = setup_distributed()
     try:
