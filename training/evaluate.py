@@ -98,6 +98,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "eval", help="folder for the .md and .json reports")
     parser.add_argument("--name", default=None, help="report file stem (default: <weights stem>_<dataset>)")
+    parser.add_argument("--cue", choices=("network", "external"), default="network",
+                        help="2D joints for feature sampling and DGP: the network's own, or the ground truth plus "
+                             "--cue-noise-px Gaussian noise (what MediaPipe's landmarks give the app)")
+    parser.add_argument("--cue-noise-px", type=float, default=3.0, help="noise of the external cue, crop pixels")
     return parser.parse_args(argv)
 
 
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> HandMetrics:
     meta = read_checkpoint_metadata(args.weights)
     model = load_checkpoint(args.weights, device=args.device)
     crop = model.crop_size
+    cue_noise = args.cue_noise_px if args.cue == "external" else None
     t0 = time.perf_counter()
     if args.freihand is None:
         from training.synth.testset import TEST_SEED
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> HandMetrics:
         seed = TEST_SEED if args.seed is None else args.seed
         samples = DEFAULT_TEST_SAMPLES if args.samples is None else args.samples
         dataset = f"synthetic test set (seed {seed}, {samples} samples)"
-        metrics = evaluate_views(model, synthetic_test_batches(samples, seed, crop, args.batch_size), args.device)
+        metrics = evaluate_views(model, synthetic_test_batches(samples, seed, crop, args.batch_size), args.device,
+                                 external_cue_noise_px=cue_noise)
         tag = "synthetic"
     else:
         dataset = f"FreiHAND evaluation split at {args.freihand}"
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> HandMetrics:
             freihand_eval_batches(args.freihand, crop, args.batch_size, limit=args.samples),
             args.device,
             use_vertices=False,
+            external_cue_noise_px=cue_noise,
         )
         tag = "freihand"
     info = {
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> HandMetrics:
         "network": meta.config.name,
         "asset_sha256": meta.asset_sha256,
         "dataset": dataset,
+        "cue": "network 2D joints" if cue_noise is None else f"ground-truth 2D joints + {cue_noise} px noise",
         "device": str(args.device),
         "torch": torch.__version__,
         "host": platform.node(),

@@ -296,17 +296,31 @@ def _mesh_losses(
 
 @torch.no_grad()
 def evaluate_views(
-    model: M3DHMR, views: Iterable[ViewBatch], device: torch.device | str, use_vertices: bool = True
+    model: M3DHMR,
+    views: Iterable[ViewBatch],
+    device: torch.device | str,
+    use_vertices: bool = True,
+    external_cue_noise_px: float | None = None,
+    seed: int = 0,
 ) -> HandMetrics:
     """Metrics of ``model`` (run in eval mode) on view batches, camera-space outputs vs ground truth.
 
     ``use_vertices=False`` leaves the vertex metrics out (prediction and ground-truth topologies differ).
+    ``external_cue_noise_px`` None: the network's own 2D joints drive feature sampling and DGP; a number:
+    the ground-truth 2D joints plus Gaussian noise of that many crop pixels (seeded by ``seed``) do, as
+    MediaPipe's landmarks do in the app.
     """
     was_training = model.training
     model.eval()
     acc = MetricAccumulator()
+    noise = torch.Generator().manual_seed(seed)
     for v in views:
-        out = model(v.crops.to(device), v.k_virt.to(device), virt_to_cam=v.virt_from_cam.transpose(1, 2).to(device))
+        external = None
+        if external_cue_noise_px is not None:
+            jitter = torch.randn(v.joints_uv.shape, generator=noise) * external_cue_noise_px
+            external = (v.joints_uv + jitter).to(device)
+        out = model(v.crops.to(device), v.k_virt.to(device), joints_2d_external=external,
+                    virt_to_cam=v.virt_from_cam.transpose(1, 2).to(device))
         if use_vertices:
             acc.update(out.joints_cam, v.joints_cam, out.vertices_cam, v.verts_cam)
         else:
