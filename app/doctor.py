@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal
 
 from models.file_hash import sha256_file
-from models.paths import ASSETS_DIR, REPO_ROOT, WEIGHTS_DIR
+from models.paths import REPO_ROOT, WEIGHTS_DIR
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -258,10 +258,14 @@ def check_weights(manifest_path: Path = WEIGHTS_MANIFEST) -> Check:
 
 
 def check_hand_asset() -> Check:
-    assets = sorted(ASSETS_DIR.glob("hand_model_v*.npz"))
-    if not assets:
-        return Check("hand asset", "fail", "no assets/hand_model_v*.npz", "run `python -m models.hand.build`")
-    return Check("hand asset", "ok", ", ".join(p.name for p in assets))
+    """Load the hand asset the network and viewer need, which verifies its content hash."""
+    from models.hand.asset import HandAssetError, load_hand_asset
+
+    try:
+        asset = load_hand_asset()
+    except HandAssetError as exc:
+        return Check("hand asset", "fail", str(exc), "restore assets/ with `git checkout -- assets/` or run `python -m models.hand.build`")
+    return Check("hand asset", "ok", f"{asset.version}, {asset.template_vertices.shape[0]} vertices, sha256 {asset.sha256[:12]}")
 
 
 def run_checks(requirements_file: Path = REQUIREMENTS_FILE, probe_cameras: bool = True) -> list[Check]:

@@ -76,3 +76,8 @@ def test_cli_table_lists_every_check() -> None:
     for name in ("python", "package torch", "torch device", "onnxruntime providers", "mediapipe hand models",
                  "open3d", "qt platform", "free disk", "weights"):
         assert name in proc.stdout, proc.stdout
+
+
+def test_hand_asset_is_verified() -> None:
+    check = doctor.check_hand_asset()
+    assert check.status == "ok" and "896 vertices" in check.detail
