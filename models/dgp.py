@@ -19,6 +19,12 @@ points give a finite answer (t = 0 / bounded tz) with finite gradients, reported
 
 Extra correspondences (e.g. mesh vertices with known 2D positions) are added by concatenating them
 along N with their own weights; nothing else changes.
+
+Behind the camera: when the 3D points disagree with the 2D ones (for instance a hand predicted upside
+down), the least-squares optimum can put the root at ``tz <= MIN_DEPTH_M``, which no real hand has. Those
+rows fall back to the weak-perspective closed form (the weighted centroid sits at the depth where the
+points' 3D spread projects to their 2D spread) and are flagged ``degenerate``; both branches are
+``torch.where`` selections, so the solve stays exportable and differentiable.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from models.errors import InputShapeError
 
 DEGENERATE_SPREAD: float = 1e-10  # weighted variance of normalised image coords below ~1e-5 rad: no depth
 DEGENERATE_WEIGHT: float = 1e-12  # largest weight below this: no information
+MIN_DEPTH_M: float = 0.01  # a root closer than 1 cm (or behind the camera) is not a hand in view
 
 
 @dataclass(frozen=True)
@@ -132,5 +139,25 @@ def solve_translation(
     row_y = -translation[:, 1:2] + y * translation[:, 2:] - by
     mean_square = (w2 * (row_x * row_x + row_y * row_y)).sum(dim=-1) / (2.0 * s0_safe)
     residual = torch.sqrt(mean_square + 1e-18)
-    degenerate = ~has_weight.squeeze(-1) | (q / s0_safe <= DEGENERATE_SPREAD)
+    uninformative = ~has_weight.squeeze(-1) | (q / s0_safe <= DEGENERATE_SPREAD)
+    behind = (translation[:, 2] <= MIN_DEPTH_M) & ~uninformative
+    fallback = _weak_perspective_translation(w2, s0_safe, x_bar, y_bar, xc, yc, points_rel)
+    translation = torch.where(behind.unsqueeze(-1), fallback, translation)
+    degenerate = uninformative | behind
     return DGPSolution(translation=translation, residual=residual, degenerate=degenerate)
+
+
+def _weak_perspective_translation(
+    w2: Tensor, s0: Tensor, x_bar: Tensor, y_bar: Tensor, xc: Tensor, yc: Tensor, points_rel: Tensor
+) -> Tensor:
+    """Root translation ``(B, 3)`` under weak perspective: the weighted 3D centroid lies on the ray of the
+    weighted 2D centroid ``(x_bar, y_bar)`` at the depth ``d = spread_3d / spread_2d`` (RMS lateral spreads
+    about the centroids, normalised image units), clamped to at least ``MIN_DEPTH_M`` plus the centroid's
+    own depth offset so the root stays in front of the camera."""
+    mean_3d = (w2.unsqueeze(-1) * points_rel).sum(dim=1) / s0.unsqueeze(-1)
+    centred = points_rel - mean_3d.unsqueeze(1)
+    spread_3d = (w2 * (centred[..., 0] ** 2 + centred[..., 1] ** 2)).sum(dim=-1) / s0
+    spread_2d = (w2 * (xc * xc + yc * yc)).sum(dim=-1) / s0
+    depth = torch.sqrt((spread_3d + 1e-18) / (spread_2d + 1e-18))
+    depth = torch.maximum(depth, MIN_DEPTH_M + mean_3d[:, 2].clamp_min(0.0))
+    return torch.stack([x_bar * depth, y_bar * depth, depth], dim=-1) - mean_3d

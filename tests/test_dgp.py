@@ -126,3 +126,21 @@ def test_adjugate_solver_matches_inverse() -> None:
     solution, det = solve_3x3_adjugate(matrix, rhs)
     torch.testing.assert_close(solution, torch.linalg.solve(matrix, rhs))
     torch.testing.assert_close(det, torch.linalg.det(matrix))
+
+
+def test_hand_upside_down_in_3d_is_kept_in_front_of_the_camera() -> None:
+    """3D points rotated 180 degrees about the optical axis against their 2D points: least squares puts
+    the root behind the camera; the weak-perspective fallback keeps it in front, at the right distance."""
+    rel, pixels, intrinsics, weights, translation = make_correspondences(6, seed=3)
+    flipped = rel * torch.tensor([-1.0, -1.0, 1.0], dtype=rel.dtype)
+    plain = solve_translation(rel, pixels, intrinsics, weights)
+    solution = solve_translation(flipped, pixels, intrinsics, weights)
+    assert not plain.degenerate.any()
+    assert solution.degenerate.all()
+    assert (solution.translation[:, 2] > 0.01).all()
+    centroid_depth = translation[:, 2] + (weights[..., None] ** 2 * rel).sum(1)[:, 2] / (weights**2).sum(1)
+    fallback_centroid = solution.translation[:, 2] + (weights[..., None] ** 2 * flipped).sum(1)[:, 2] / (weights**2).sum(1)
+    torch.testing.assert_close(fallback_centroid, centroid_depth, rtol=0.25, atol=0.0)
+    flipped.requires_grad_(True)
+    solve_translation(flipped, pixels, intrinsics, weights).translation.sum().backward()
+    assert torch.isfinite(flipped.grad).all()
