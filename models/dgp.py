@@ -38,6 +38,7 @@ from models.errors import InputShapeError
 DEGENERATE_SPREAD: float = 1e-10  # weighted variance of normalised image coords below ~1e-5 rad: no depth
 DEGENERATE_WEIGHT: float = 1e-12  # largest weight below this: no information
 MIN_DEPTH_M: float = 0.01  # a root closer than 1 cm (or behind the camera) is not a hand in view
+MAX_FALLBACK_DEPTH_M: float = 3.0  # the fallback never places a hand further than a webcam can resolve one
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,12 @@ def _weak_perspective_translation(
     """Root translation ``(B, 3)`` under weak perspective: the weighted 3D centroid lies on the ray of the
     weighted 2D centroid ``(x_bar, y_bar)`` at the depth ``d = spread_3d / spread_2d`` (RMS lateral spreads
     about the centroids, normalised image units), clamped to at least ``MIN_DEPTH_M`` plus the centroid's
-    own depth offset so the root stays in front of the camera."""
+    own depth offset so the root stays in front of the camera, and to at most ``MAX_FALLBACK_DEPTH_M``
+    (nearly coincident 2D points would otherwise send it arbitrarily far)."""
     mean_3d = (w2.unsqueeze(-1) * points_rel).sum(dim=1) / s0.unsqueeze(-1)
     centred = points_rel - mean_3d.unsqueeze(1)
     spread_3d = (w2 * (centred[..., 0] ** 2 + centred[..., 1] ** 2)).sum(dim=-1) / s0
     spread_2d = (w2 * (xc * xc + yc * yc)).sum(dim=-1) / s0
     depth = torch.sqrt((spread_3d + 1e-18) / (spread_2d + 1e-18))
-    depth = torch.maximum(depth, MIN_DEPTH_M + mean_3d[:, 2].clamp_min(0.0))
+    depth = torch.maximum(depth.clamp_max(MAX_FALLBACK_DEPTH_M), MIN_DEPTH_M + mean_3d[:, 2].clamp_min(0.0))
     return torch.stack([x_bar * depth, y_bar * depth, depth], dim=-1) - mean_3d
