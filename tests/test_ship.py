@@ -1,0 +1,37 @@
+"""Shipping a checkpoint: weights, ONNX export, evaluation report and a manifest the doctor verifies."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.doctor import check_weights
+from models.checkpoint import load_checkpoint
+from tests.test_train import _tiny_config, _write
+from training.ship import MANIFEST_FORMAT, ship
+from training.train import main as train_main
+
+
+@pytest.mark.slow
+def test_ship_writes_files_the_doctor_verifies(tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    cfg_path = _write(tmp_path / "tiny.json", _tiny_config(tmp_path / "run"))
+    train_main(["--config", str(cfg_path), "--max-steps", "1", "--no-progress"])
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.safetensors"
+
+    manifest_path = ship(checkpoint, "tiny", out_dir=tmp_path / "weights", eval_samples=2, notes="test run")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["format"] == MANIFEST_FORMAT and manifest["notes"] == "test run"
+    assert {f["path"] for f in manifest["files"]} == {"tiny.safetensors", "tiny.onnx", "tiny_synthetic.md", "tiny_synthetic.json"}
+    assert manifest["training"]["step"] == 1 and manifest["metrics_synthetic_test"]["num_samples"] == 2
+    shipped = load_checkpoint(tmp_path / "weights" / "tiny.safetensors")
+    assert manifest["asset_sha256"] == shipped.asset_sha256 and manifest["config"]["width_mult"] == 0.25
+
+    assert check_weights(manifest_path).status == "ok"
+    onnx_file = tmp_path / "weights" / "tiny.onnx"
+    data = onnx_file.read_bytes()
+    onnx_file.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    failed = check_weights(manifest_path)
+    assert failed.status == "fail" and "tiny.onnx sha256 mismatch" in failed.detail
