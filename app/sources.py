@@ -420,14 +420,19 @@ def sample_clip_source(*, loop: bool = True) -> VideoFileSource:
 
 
 def default_source(
-    *, camera_index: int = 0, width: int | None = None, height: int | None = None, fps: float | None = None
+    *,
+    camera_index: int = 0,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    loop: bool = True,
 ) -> FrameSource:
-    """The first camera when one opens, else the bundled sample clip (looping)."""
+    """The first camera when one opens, else the bundled sample clip (looping when ``loop``)."""
     try:
         return CameraSource(camera_index, width=width, height=height, fps=fps)
     except CameraOpenError as err:
         LOG.info("no camera (%s); using the bundled sample clip", err)
-    return sample_clip_source(loop=True)
+    return sample_clip_source(loop=loop)
 
 
 def open_source(
@@ -441,12 +446,12 @@ def open_source(
 ) -> FrameSource:
     """Open a source from a command-line style spec.
 
-    ``None`` or ``"default"``: :func:`default_source`; ``"sample"``: the bundled clip; an integer or a
+    ``None`` or ``"default"``: :func:`default_source` (its clip loops only when ``loop``); ``"sample"``: the bundled clip; an integer or a
     string of digits: camera index; an existing folder: :class:`ImageFolderSource`; anything else: a
     video file (:class:`SourceNotFoundError` when it does not exist).
     """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "default"):
-        return default_source(width=width, height=height, fps=fps)
+        return default_source(width=width, height=height, fps=fps, loop=loop)
     if isinstance(spec, int):
         return CameraSource(spec, width=width, height=height, fps=fps)
     text = str(spec).strip()

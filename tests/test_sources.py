@@ -183,6 +183,11 @@ def test_default_source_falls_back_to_the_bundled_clip() -> None:
         assert src.path == SAMPLE_CLIP_PATH.resolve()
         frames = [src.read() for _ in range(3)]
     assert all(f is not None and f.bgr.ndim == 3 for f in frames)
+    # Headless commands play the clip once (they must end); only --loop or the GUI loops it.
+    with open_source(None) as once:
+        assert isinstance(once, VideoFileSource) and not once.loop
+    with open_source(None, loop=True) as looping:
+        assert looping.loop
 
 
 def test_missing_sample_clip_is_a_typed_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
