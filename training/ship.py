@@ -61,6 +61,7 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
     report_md = out_dir / f"{name}_synthetic.md"
     report_json = out_dir / f"{name}_synthetic.json"
     run_dir = checkpoint.parent.parent
+    source = checkpoint.resolve()
     manifest = {
         "format": MANIFEST_FORMAT,
         "name": name,
@@ -73,11 +74,11 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
         ],
         "config": json.loads(config_to_json(model.config)),
         "asset_sha256": model.asset_sha256,
-        "source_checkpoint": str(checkpoint.resolve().relative_to(REPO_ROOT)) if checkpoint.resolve().is_relative_to(REPO_ROOT) else str(checkpoint),
+        "source_checkpoint": str(source.relative_to(REPO_ROOT) if source.is_relative_to(REPO_ROOT) else source),
         "training": _training_recipe(meta.extra, run_dir),
         "data_recipe": "training.synth.SynthHandDataset (procedural scenes, our hand model), see training/configs",
         "notes": notes,
-        "metrics_synthetic_test": dataclasses.asdict(metrics) if dataclasses.is_dataclass(metrics) else metrics,
+        "metrics_synthetic_test": dataclasses.asdict(metrics),
         "evaluated_on": {"samples": eval_samples, "torch": torch.__version__, "host": platform.platform()},
     }
     manifest_path = out_dir / "manifest.json"

@@ -209,6 +209,12 @@ class RunBatchSampler:
         return max(0, self.total_steps - self.start_step)
 
 
+def noisy_external_joints(joints_uv: torch.Tensor, noise_px: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """MediaPipe-like external 2D joints: ``joints_uv (B, 21, 2)`` crop pixels plus i.i.d. Gaussian noise of
+    ``noise_px`` pixels (drawn from ``generator``, or torch's global generator when None)."""
+    return joints_uv + noise_px * torch.randn(joints_uv.shape, generator=generator, dtype=joints_uv.dtype)
+
+
 def forward_views(
     model: torch.nn.Module,
     views: list[ViewBatch],
@@ -230,7 +236,7 @@ def forward_views(
     external = mask = None
     if external_cue_prob > 0:
         joints_uv = torch.cat([v.joints_uv for v in views])
-        external = (joints_uv + external_cue_noise_px * torch.randn_like(joints_uv)).to(device)
+        external = noisy_external_joints(joints_uv, external_cue_noise_px).to(device)
         mask = (torch.rand(joints_uv.shape[0]) < external_cue_prob).to(device)
     use_amp = amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -317,8 +323,7 @@ def evaluate_views(
     for v in views:
         external = None
         if external_cue_noise_px is not None:
-            jitter = torch.randn(v.joints_uv.shape, generator=noise) * external_cue_noise_px
-            external = (v.joints_uv + jitter).to(device)
+            external = noisy_external_joints(v.joints_uv, external_cue_noise_px, noise).to(device)
         out = model(v.crops.to(device), v.k_virt.to(device), joints_2d_external=external,
                     virt_to_cam=v.virt_from_cam.transpose(1, 2).to(device))
         if use_vertices:
