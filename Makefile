@@ -17,12 +17,15 @@ APT_PACKAGES := libusb-1.0-0 libgl1 libegl1 mesa-vulkan-drivers libgl1-mesa-dri 
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help demo test setup system-deps python-deps doctor
+.PHONY: help demo test setup system-deps python-deps doctor gpu-prep gpu-smoke gpu-run
 
 help:
 	@echo "make demo   - set up everything, then launch the demo (ARGS='...' passes options to run_demo.py)"
 	@echo "make test   - set up everything, then run the whole test suite (PYTEST_ARGS='...')"
 	@echo "make doctor - set up everything, then print the pre-flight check table"
+	@echo "make gpu-prep  - cache MediaPipe landmarks of the real clip (and copy it) into .gpu_carry/ for a GPU run"
+	@echo "make gpu-smoke - the GPU command end to end on this CPU with tiny sizes (runs/gpu_smoke/)"
+	@echo "make gpu-run OUT=dir - on a CUDA machine (its python3, no venv): train, evaluate, export, time (docs/gpu_run.md)"
 
 demo: setup
 	$(PY) run_demo.py $(ARGS)
@@ -58,3 +61,17 @@ python-deps:
 	echo "setup: installing Python requirements into $(VENV) (a few minutes the first time)"; \
 	"$(PY)" -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt; \
 	echo "$$want" > "$(STAMP)"
+
+# GPU runs (docs/gpu_run.md). gpu-prep needs MediaPipe (this machine); gpu-run uses the CUDA machine's python3.
+GPU_CLIP ?= ../shared/real/open_palm_640x360.mp4
+GPU_PYTHON ?= python3
+OUT ?= runs/gpu_out
+
+gpu-prep: setup
+	$(PY) -m app.landmark_cache record --source $(GPU_CLIP) --out .gpu_carry/$(basename $(notdir $(GPU_CLIP))).landmarks.jsonl --copy-video
+
+gpu-smoke: setup
+	$(PY) -m training.gpu_run --smoke --out runs/gpu_smoke --force $(ARGS)
+
+gpu-run:
+	PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m training.gpu_run --out $(OUT) $(ARGS)

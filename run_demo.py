@@ -4,7 +4,14 @@ Run ``python run_demo.py --help`` for the commands. All logic lives in :mod:`app
 """
 from __future__ import annotations
 
-from app.launcher import main
+import sys
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:  # Ctrl-C while the heavy libraries import (before the app's own handlers exist): one line, exit 130
+        from app.launcher import main
+
+        code = main()
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        code = 130
+    raise SystemExit(code)

@@ -1,4 +1,9 @@
-"""Command-line commands of the live pipeline: headless run/record, benchmark, calibrate.
+"""Command-line commands of the live pipeline: argument parsing and dispatch of headless run/record,
+benchmark and calibrate.
+
+Backend and pipeline construction live in :mod:`app.construction` (shared with the GUI and the
+benchmark), the benchmark in :mod:`app.benchmark_cli`; output files are checked before a run starts
+(:func:`app.recording.prepare_output_file`).
 
 Wiring into ``run_demo.py`` (see :mod:`app.launcher`)::
 
@@ -15,10 +20,7 @@ Wiring into ``run_demo.py`` (see :mod:`app.launcher`)::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,17 +28,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from models.paths import REPO_ROOT, WEIGHTS_DIR
+from app.benchmark_cli import DEFAULT_BENCHMARK_JSON, run_benchmark as _run_benchmark
+from app.construction import (UNTRAINED_CACHE_DIR, OptionError, build_pipeline, default_weights, load_backend,
+                              open_source_option, untrained_onnx, validate_pipeline_options)
 
 LOG = logging.getLogger("app.cli")
 
 COMMANDS: tuple[str, ...] = ("benchmark", "calibrate", "record")
-DEFAULT_BENCHMARK_JSON: Path = REPO_ROOT / "runs" / "benchmark.json"
-UNTRAINED_CACHE_DIR: Path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "handmesh"
+MESH_SUFFIXES: tuple[str, ...] = (".ply", ".obj")
 
+CliError = OptionError
+"""A user-facing problem with the command line (printed without a traceback); alias of ``OptionError``."""
 
-class CliError(RuntimeError):
-    """A user-facing problem with the command line (printed without a traceback)."""
+# Re-exported for callers that built pipelines through the CLI module before app.construction existed.
+__all__ = ["COMMANDS", "CliError", "DEFAULT_BENCHMARK_JSON", "UNTRAINED_CACHE_DIR", "add_run_arguments",
+           "add_subcommands", "build_pipeline", "default_weights", "dispatch", "load_backend", "main",
+           "run_benchmark", "run_calibrate", "run_headless", "untrained_onnx"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,8 +74,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                         help="camera intrinsics file (.yaml/.yml/.xml/.json); default: assumed field of view")
     parser.add_argument("--hfov", type=float, default=None, help="assumed horizontal field of view, degrees")
     parser.add_argument("--max-hands", type=int, default=2, help="maximum number of hands per frame")
-    parser.add_argument("--cue", choices=("mediapipe", "network"), default="mediapipe",
-                        help="2D joints used for feature sampling and DGP")
+    parser.add_argument("--cue", choices=("fused", "mediapipe", "network"), default="fused",
+                        help="what the network gets from MediaPipe: fused = its 2D and 3D landmarks (default), "
+                             "mediapipe = its 2D landmarks only, network = nothing (image only)")
+    parser.add_argument("--hand-length-cm", type=float, default=None, metavar="CM",
+                        help="your hand length, wrist crease to the tip of the middle finger (adults: about "
+                             "17-20 cm); fixes the mesh's size and so its distance (default: estimated)")
     parser.add_argument("--smoothing", type=float, default=0.5,
                         help="One Euro smoothing strength in [0, 1] (0 = off)")
 
@@ -77,8 +88,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """Recording and drawing options of the headless run."""
     parser.add_argument("--record", type=Path, default=None, help="write the annotated video here (.mp4/.avi)")
     parser.add_argument("--jsonl", type=Path, default=None, help="write per-frame results as JSON Lines here")
-    parser.add_argument("--codec", choices=("mp4v", "h264", "mjpg", "xvid"), default="mp4v",
-                        help="video codec (h264 only when this OpenCV build has the encoder)")
+    parser.add_argument("--codec", choices=("h264", "mjpg"), default="h264",
+                        help="h264: H.264 in fragmented .mp4, plays everywhere, survives a crash up to its last "
+                             "0.5 s (default); mjpg: Motion-JPEG in .avi, every frame a key frame (larger)")
     parser.add_argument("--vertices", action="store_true", help="include mesh vertices in the JSONL")
     parser.add_argument("--mesh", choices=("shaded", "wireframe", "none"), default="shaded",
                         help="how to draw the projected mesh")
@@ -104,11 +116,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser)
     add_pipeline_arguments(parser)
-    parser.set_defaults(cue="mediapipe")
     parser.add_argument("--frames", type=int, default=100, help="frames measured (after warm-up)")
     parser.add_argument("--warmup", type=int, default=10, help="frames processed before measuring")
     parser.add_argument("--both-cues", action="store_true",
-                        help="also run the pipeline with the other 2D cue and report both")
+                        help="also run the pipeline with the other cues and report all")
     parser.add_argument("--json", type=Path, default=DEFAULT_BENCHMARK_JSON, help="where to write the JSON report")
     parser.add_argument("--mesh", choices=("shaded", "wireframe", "none"), default="shaded",
                         help="mesh drawing mode timed in the draw stage")
@@ -147,102 +158,14 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Building blocks
-
-
-def default_weights(kind: str) -> Path | None:
-    """The shipped model for ``kind`` ('onnx' -> ``weights/*.onnx``, 'torch' -> ``weights/*.safetensors``).
-
-    Prefers a file whose name contains "realtime"; None when nothing is shipped.
-    """
-    suffix = ".onnx" if kind == "onnx" else ".safetensors"
-    files = sorted(WEIGHTS_DIR.glob(f"*{suffix}"))
-    if not files:
-        return None
-    preferred = [f for f in files if "realtime" in f.name]
-    return (preferred or files)[0]
-
-
-def untrained_onnx(preset: str) -> Path:
-    """Export (once, cached outside the repository) an untrained model of ``preset`` to ONNX."""
-    from models.config import get_preset
-    from models.export_onnx import export_onnx
-    from models.m3dhmr import M3DHMR
-
-    model = M3DHMR.from_config(get_preset(preset))
-    path = UNTRAINED_CACHE_DIR / f"untrained_{preset}_{model.asset_sha256[:12]}.onnx"
-    if not path.is_file():
-        LOG.warning("exporting an untrained %s model to %s (one time, about 30 s)", preset, path)
-        noisy = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
-        levels = [logger.level for logger in noisy]
-        for logger in noisy:
-            logger.setLevel(logging.WARNING)
-        try:
-            export_onnx(model, path)
-        finally:
-            for logger, level in zip(noisy, levels):
-                logger.setLevel(level)
-    return path
-
-
-def load_backend(kind: str, device: str, weights: Path | None, untrained: str | None):
-    """Create the mesh backend chosen on the command line and log its provider/device."""
-    from app.backends import create_backend
-    from app.backends.torch_backend import TorchBackend
-
-    if device == "cuda":
-        import torch
-
-        if kind == "torch" and not torch.cuda.is_available():
-            raise CliError("--device cuda was requested but torch sees no CUDA device; use --device cpu.")
-    if untrained is not None:
-        LOG.warning("using an UNTRAINED %s model: meshes are meaningless, timings are real", untrained)
-        if kind == "torch":
-            from models.config import get_preset
-            from models.m3dhmr import M3DHMR
-
-            backend = TorchBackend(M3DHMR.from_config(get_preset(untrained)), device=device)
-        else:
-            backend = create_backend("onnx", untrained_onnx(untrained), device=device)
-    else:
-        path = weights or default_weights(kind)
-        if path is None:
-            raise CliError(
-                f"No {kind} weights in {WEIGHTS_DIR}: pass --weights FILE, or --untrained realtime_slim to time an "
-                "untrained model."
-            )
-        if not Path(path).is_file():
-            raise CliError(f"Weights file not found: {path}")
-        backend = create_backend(kind, Path(path), device=device)
-    LOG.info("backend: %s", getattr(backend, "name", type(backend).__name__))
-    return backend
-
-
-def build_pipeline(args: argparse.Namespace, backend=None):
-    """HandPipeline from parsed arguments (backend built from them unless given)."""
-    from app.intrinsics import DEFAULT_HFOV_DEG, load_intrinsics
-    from app.pipeline import HandPipeline, PipelineOptions
-    from app.smoothing import SmoothingParams
-
-    backend = backend or load_backend(args.backend, args.device, args.weights, args.untrained)
-    intrinsics = load_intrinsics(args.intrinsics) if args.intrinsics is not None else None
-    options = PipelineOptions(
-        max_hands=args.max_hands,
-        cue=args.cue,
-        smoothing=SmoothingParams.from_strength(args.smoothing),
-        hfov_deg=args.hfov if args.hfov is not None else DEFAULT_HFOV_DEG,
-    )
-    return HandPipeline(backend, intrinsics=intrinsics, options=options)
-
-
-def _open_source(args: argparse.Namespace):
-    from app.sources import open_source
-
-    return open_source(args.source, loop=args.loop, width=args.width, height=args.height, fps=args.fps)
+# Error handling
 
 
 def _guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; typed, user-fixable errors print one line instead of a traceback."""
+    """Run a command; typed, user-fixable errors print one line instead of a traceback (exit 2).
+
+    Ctrl-C before the processing loop (while a model loads, say) prints one line and exits 130.
+    """
     from app.calibrate import CalibrationError
     from app.detection import DetectorError
     from app.intrinsics import IntrinsicsError
@@ -252,10 +175,18 @@ def _guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
     try:
         return handler(args)
-    except (CliError, SourceError, IntrinsicsError, RecordingError, CalibrationError, DetectorError,
-            NetworkError) as err:
+    except (OptionError, SourceError, IntrinsicsError, RecordingError, CalibrationError,
+            DetectorError, NetworkError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """``benchmark`` command (see :mod:`app.benchmark_cli`) with one-line errors."""
+    return _guarded(_run_benchmark, args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,12 +201,58 @@ def run_headless(args: argparse.Namespace) -> int:
     return _guarded(_run_headless, args)
 
 
+def check_headless_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad values and unwritable outputs of the headless run before any source or model opens.
+
+    Raises:
+        OptionError: ``--frames`` < 1, ``--export-frame`` < 0 or without ``--export-mesh``, out-of-range
+            pipeline options, or two outputs naming the same file.
+        RecordingError: ``--record`` / ``--jsonl`` / ``--export-mesh`` with a wrong suffix or codec, or in
+            a folder that cannot be written.
+    """
+    from app.recording import check_codec, prepare_output_file
+
+    if args.frames is not None and args.frames < 1:
+        raise OptionError(f"--frames must be at least 1, got {args.frames} (omit it to process the whole source)")
+    if args.export_frame is not None and args.export_frame < 0:
+        raise OptionError(f"--export-frame must be a frame index >= 0, got {args.export_frame}")
+    if args.export_frame is not None and args.export_mesh is None:
+        raise OptionError("--export-frame needs --export-mesh FILE.ply|FILE.obj")
+    validate_pipeline_options(args)
+    outputs = [p for p in (args.record, args.jsonl, args.export_mesh) if p is not None]
+    named = [Path(p).expanduser().resolve() for p in outputs]
+    if len(set(named)) < len(named):
+        raise OptionError("--record, --jsonl and --export-mesh must name different files")
+    if args.record is not None:
+        args.record = prepare_output_file(args.record, what="video", suffix=check_codec(args.codec))
+    if args.jsonl is not None:
+        args.jsonl = prepare_output_file(args.jsonl, what="JSONL")
+    if args.export_mesh is not None:
+        args.export_mesh = check_mesh_path(args.export_mesh)
+
+
+def check_mesh_path(path: Path) -> Path:
+    """``--export-mesh`` must be a writable ``.ply`` or ``.obj`` file (checked before the run)."""
+    from app.recording import RecordingError, prepare_output_file
+
+    if Path(path).suffix.lower() not in MESH_SUFFIXES:
+        found = f"suffix {Path(path).suffix!r}" if Path(path).suffix else "no suffix"
+        raise RecordingError(f"--export-mesh {path} has {found}; mesh export writes {' or '.join(MESH_SUFFIXES)} files "
+                             f"(e.g. {Path(path).with_suffix('.ply').name})")
+    return prepare_output_file(path, what="mesh")
+
+
 def _run_headless(args: argparse.Namespace) -> int:
     from app.drawing import DrawOptions, draw_annotated
     from app.recording import GracefulStop, Recorder, export_meshes
 
-    source = _open_source(args)
-    pipeline = build_pipeline(args)
+    check_headless_arguments(args)
+    source = open_source_option(args)
+    try:
+        pipeline = build_pipeline(args)
+    except BaseException:
+        source.close()
+        raise
     draw_options = DrawOptions(mesh=args.mesh, mirror_view=args.mirror_view)
     recorder = Recorder(args.record, args.jsonl, fps=source.fps, codec=args.codec, include_vertices=args.vertices)
     export_target = None
@@ -320,7 +297,12 @@ def _run_headless(args: argparse.Namespace) -> int:
         if export_target is None:
             print("warning: no frame with a hand to export", file=sys.stderr)
         else:
-            export_meshes(export_target, args.export_mesh)
+            try:
+                export_meshes(export_target, args.export_mesh)
+            except OSError as err:  # checked before the run; the disk may have filled up since
+                from app.recording import RecordingError, describe_os_error
+
+                raise RecordingError(f"cannot write the mesh file {args.export_mesh}: {describe_os_error(err)}") from err
             print(f"meshes of frame {export_target.index} written to {args.export_mesh}")
     print(
         f"{'interrupted after' if interrupted else 'processed'} {frames} frames in {elapsed:.1f} s "
@@ -328,6 +310,9 @@ def _run_headless(args: argparse.Namespace) -> int:
         + (f"; video: {args.record}" if args.record else "")
         + (f"; jsonl: {args.jsonl}" if args.jsonl else "")
     )
+    if pipeline.hands_dropped:
+        print(f"warning: {pipeline.hands_dropped} hand(s) dropped because the network output was non-finite or "
+              "impossible (corrupt weights?): run `python run_demo.py doctor`", file=sys.stderr)
     summary = depth_track.summary()
     if summary:
         print("depth per hand: " + "; ".join(
@@ -365,240 +350,6 @@ class DepthJitter:
 
 
 # ---------------------------------------------------------------------------------------------
-# Benchmark
-
-
-def _percentiles(values: Sequence[float]) -> dict[str, float]:
-    arr = np.asarray(values, np.float64)
-    if arr.size == 0:
-        return {"p50": float("nan"), "p95": float("nan"), "mean": float("nan")}
-    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "mean": float(arr.mean())}
-
-
-def hardware_header(backend=None) -> dict[str, Any]:
-    """Machine, library versions and the backend's provider/device for benchmark reports."""
-    import cv2
-    import mediapipe
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "opencv": cv2.__version__,
-        "mediapipe": mediapipe.__version__,
-        "numpy": np.__version__,
-    }
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-        info["onnxruntime_available_providers"] = onnxruntime.get_available_providers()
-    except ImportError:
-        info["onnxruntime"] = None
-    if backend is not None:
-        info["backend"] = getattr(backend, "name", type(backend).__name__)
-        for attr in ("providers", "provider", "device"):
-            if hasattr(backend, attr):
-                value = getattr(backend, attr)
-                info[f"backend_{attr}"] = value if isinstance(value, (str, list, tuple)) else str(value)
-    return info
-
-
-def _bench_pipeline(pipeline, frames, warmup: int, draw_options) -> dict[str, Any]:
-    """Time the real pipeline over cached frames (read time measured separately by the caller)."""
-    from app.drawing import draw_annotated
-
-    stage_ms: dict[str, list[float]] = {}
-    hands_per_frame: list[int] = []
-    t_measure = 0.0
-    n_measured = 0
-    for i, (frame, read_ms) in enumerate(frames):
-        t0 = time.perf_counter()
-        result = pipeline.process(frame)
-        t1 = time.perf_counter()
-        draw_annotated(frame.bgr, result, options=draw_options, fps=None)
-        t2 = time.perf_counter()
-        if i < warmup:
-            continue
-        timings = dict(result.timings_ms)
-        timings["read"] = read_ms
-        timings["draw"] = (t2 - t1) * 1e3
-        for stage, ms in timings.items():
-            stage_ms.setdefault(stage, []).append(ms)
-        stage_ms.setdefault("total", []).append((t2 - t0) * 1e3 + read_ms)
-        t_measure += (t2 - t0) + read_ms / 1e3
-        n_measured += 1
-        hands_per_frame.append(len(result.hands))
-    return {
-        "frames": n_measured,
-        "fps_end_to_end": n_measured / t_measure if t_measure > 0 else float("nan"),
-        "hands_per_frame_mean": float(np.mean(hands_per_frame)) if hands_per_frame else 0.0,
-        "frames_with_hands": int(np.count_nonzero(hands_per_frame)),
-        "stages_ms": {k: _percentiles(v) for k, v in stage_ms.items()},
-    }
-
-
-class _CachedSource:
-    """Frames already decoded (so both benchmark passes see identical input)."""
-
-    name = "cached"
-    is_live = False
-
-    def __init__(self, frames) -> None:
-        self._frames = [frame for frame, _ in frames]
-        self._i = 0
-        self.fps = 25.0
-
-    def read(self):
-        if self._i >= len(self._frames):
-            return None
-        self._i += 1
-        return self._frames[self._i - 1]
-
-    def close(self) -> None:
-        self._i = len(self._frames)
-
-
-def _bench_overlapped(pipeline, frames, warmup: int, draw_options) -> dict[str, Any]:
-    """End-to-end throughput with detection/crops of the next frame overlapping the network (two threads)."""
-    from app.drawing import draw_annotated
-
-    read_mean_s = float(np.mean([ms for _, ms in frames])) / 1e3  # decoding is not repeated: add its mean
-    t_start = None
-    n = 0
-    for i, (frame, result) in enumerate(pipeline.run_overlapped(_CachedSource(frames))):
-        draw_annotated(frame.bgr, result, options=draw_options, fps=None)
-        if i + 1 == warmup:
-            t_start = time.perf_counter()
-        elif i + 1 > warmup:
-            n += 1
-    elapsed = time.perf_counter() - (t_start if t_start is not None else time.perf_counter())
-    elapsed += n * read_mean_s
-    return {"frames": n, "fps_end_to_end": n / elapsed if elapsed > 0 else float("nan")}
-
-
-def _bench_mediapipe(frames, warmup: int, max_hands: int) -> dict[str, Any]:
-    """MediaPipe alone (same detector settings, fresh tracking state) on the same frames."""
-    from app.detection import HandDetector
-
-    times: list[float] = []
-    with HandDetector(max_hands=max_hands) as detector:
-        for i, (frame, _) in enumerate(frames):
-            t0 = time.perf_counter()
-            detector.detect(frame.bgr, frame.t)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    total = float(np.sum(times))
-    return {
-        "frames": len(times),
-        "fps": len(times) / total if total > 0 else float("nan"),
-        "detect_ms": _percentiles(np.asarray(times) * 1e3),
-    }
-
-
-def run_benchmark(args: argparse.Namespace) -> int:
-    return _guarded(_run_benchmark, args)
-
-
-def _run_benchmark(args: argparse.Namespace) -> int:
-    from app.drawing import DrawOptions
-    from app.pipeline import PipelineOptions
-
-    if args.frames < 1 or args.warmup < 0:
-        raise CliError("--frames must be >= 1 and --warmup >= 0")
-    source = _open_source(args)
-    needed = args.frames + args.warmup
-    frames = []
-    try:
-        while len(frames) < needed:
-            t0 = time.perf_counter()
-            frame = source.read()
-            read_ms = (time.perf_counter() - t0) * 1e3
-            if frame is None:
-                break
-            frames.append((frame, read_ms))
-    finally:
-        source.close()
-    if len(frames) <= args.warmup:
-        raise CliError(f"the source gave {len(frames)} frames; need more than --warmup {args.warmup} "
-                       "(use --loop for short clips)")
-    if len(frames) < needed:
-        LOG.warning("source has %d frames; measuring %d after %d warm-up", len(frames), len(frames) - args.warmup,
-                    args.warmup)
-    pipeline = build_pipeline(args)
-    header = hardware_header(pipeline.backend)
-    draw_options = DrawOptions(mesh=args.mesh)
-    cues = [args.cue] + ([c for c in ("mediapipe", "network") if c != args.cue] if args.both_cues else [])
-    runs: dict[str, Any] = {}
-    try:
-        for cue in cues:
-            pipeline.set_options(PipelineOptions(**{**_options_dict(pipeline.options), "cue": cue}))
-            pipeline.reset()
-            runs[cue] = _bench_pipeline(pipeline, frames, args.warmup, draw_options)
-        pipeline.set_options(PipelineOptions(**{**_options_dict(pipeline.options), "cue": cues[0]}))
-        pipeline.reset()
-        overlapped = _bench_overlapped(pipeline, frames, max(args.warmup, 1), draw_options)
-    finally:
-        pipeline.close()
-    mediapipe_alone = _bench_mediapipe(frames, args.warmup, args.max_hands)
-    first = runs[cues[0]]
-    report = {
-        "command": " ".join(sys.argv),
-        "hardware": header,
-        "source": str(args.source),
-        "image_size": [frames[0][0].width, frames[0][0].height],
-        "warmup_frames": args.warmup,
-        "backend": args.backend,
-        "device": args.device,
-        "weights": str(args.weights) if args.weights else (f"untrained:{args.untrained}" if args.untrained
-                                                           else str(default_weights(args.backend))),
-        "pipeline": runs,
-        "mediapipe_alone": mediapipe_alone,
-        "ratio_end_to_end_over_mediapipe": first["fps_end_to_end"] / mediapipe_alone["fps"],
-        "overlapped": {**overlapped, "cue": cues[0],
-                       "ratio_over_mediapipe": overlapped["fps_end_to_end"] / mediapipe_alone["fps"]},
-    }
-    _print_benchmark(report, cues)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"JSON report: {args.json}")
-    return 0
-
-
-def _options_dict(options) -> dict[str, Any]:
-    return {f: getattr(options, f) for f in options.__dataclass_fields__}
-
-
-def _print_benchmark(report: dict[str, Any], cues: list[str]) -> None:
-    hw = report["hardware"]
-    print(f"# {hw['processor']} x{hw['cpu_count']} | torch {hw['torch']} ({hw['torch_threads']} threads) | "
-          f"onnxruntime {hw.get('onnxruntime')} | mediapipe {hw['mediapipe']} | opencv {hw['opencv']}")
-    print(f"# backend: {hw.get('backend')} | CUDA: {hw['cuda']} | source {report['source']} "
-          f"{report['image_size'][0]}x{report['image_size'][1]} | weights {report['weights']}")
-    for cue in cues:
-        run = report["pipeline"][cue]
-        print(f"\npipeline (2D cue: {cue}), {run['frames']} frames, "
-              f"{run['hands_per_frame_mean']:.2f} hands/frame")
-        print(f"  {'stage':<10}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}")
-        for stage in ("read", "detect", "crop", "network", "dgp", "smoothing", "draw", "total"):
-            if stage in run["stages_ms"]:
-                s = run["stages_ms"][stage]
-                print(f"  {stage:<10}{s['p50']:9.2f}{s['p95']:9.2f}{s['mean']:9.2f}")
-        print(f"  end-to-end FPS: {run['fps_end_to_end']:.1f}")
-    mp_alone = report["mediapipe_alone"]
-    print(f"\nMediaPipe alone: {mp_alone['fps']:.1f} FPS (p50 {mp_alone['detect_ms']['p50']:.2f} ms)")
-    print(f"ratio end-to-end / MediaPipe alone: {report['ratio_end_to_end_over_mediapipe']:.2f}")
-    ov = report["overlapped"]
-    print(f"overlapped (detection of frame n+1 during the network of frame n, cue {ov['cue']}): "
-          f"{ov['fps_end_to_end']:.1f} FPS end to end, ratio {ov['ratio_over_mediapipe']:.2f}")
-
-
-# ---------------------------------------------------------------------------------------------
 # Calibrate
 
 
@@ -613,7 +364,17 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         pattern = parse_pattern(args.pattern)
     except ValueError as err:
         raise CliError(str(err)) from err
-    source = _open_source(args)
+    if not args.square > 0:
+        raise OptionError(f"--square must be the checkerboard square side in metres (> 0), got {args.square}")
+    for name in ("every", "max_views", "max_frames"):
+        if getattr(args, name) < 1:
+            raise OptionError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    from app.recording import RecordingError, prepare_output_file
+
+    if args.out.suffix.lower() not in (".yaml", ".yml", ".xml", ".json"):
+        raise RecordingError(f"--out {args.out}: intrinsics files are .yaml, .yml, .xml or .json")
+    args.out = prepare_output_file(args.out, what="intrinsics")
+    source = open_source_option(args)
     try:
         result = calibrate_source(source, pattern, args.square, args.out, every=args.every,
                                   max_views=args.max_views, max_frames=args.max_frames)

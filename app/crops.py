@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from app.intrinsics import Intrinsics
+from models.mediapipe_frame import world_landmarks_to_virtual
 from models.rectify import crop_to_image, image_to_crop, rectification_from_box
 
 DEFAULT_MARGIN: float = 0.25
@@ -36,6 +37,8 @@ class CropBatch:
         mirror: ``(B,)`` bool, True for left hands.
         boxes_img: ``(B, 4)`` float32 x0, y0, x1, y1 bounding the crop's footprint in the image, pixels.
         landmarks_crop: ``(B, 21, 2)`` float32 MediaPipe landmarks mapped into the crops, crop pixels.
+        landmarks_3d: ``(B, 21, 3)`` float32 MediaPipe's world landmarks in each crop's frame (rotated like
+            the crop, mirrored with it, wrist-relative), metres; zeros when not given.
     """
 
     crops_rgb: np.ndarray
@@ -45,6 +48,7 @@ class CropBatch:
     mirror: np.ndarray
     boxes_img: np.ndarray
     landmarks_crop: np.ndarray
+    landmarks_3d: np.ndarray
 
     def __len__(self) -> int:
         return int(self.crops_rgb.shape[0])
@@ -61,6 +65,7 @@ def empty_crop_batch(crop_size: int) -> CropBatch:
         mirror=np.zeros((0,), bool),
         boxes_img=np.zeros((0, 4), np.float32),
         landmarks_crop=np.zeros((0, 21, 2), np.float32),
+        landmarks_3d=np.zeros((0, 21, 3), np.float32),
     )
 
 
@@ -101,6 +106,7 @@ def make_crop_batch(
     *,
     crop_size: int,
     margin: float = DEFAULT_MARGIN,
+    world_landmarks: Sequence[np.ndarray] | None = None,
 ) -> CropBatch:
     """Warp every hand of one frame into its rectified crop.
 
@@ -111,6 +117,7 @@ def make_crop_batch(
         mirror: per hand, True to mirror the crop (left hands).
         crop_size: S, the network's crop side in pixels.
         margin: extra fraction of the landmark box kept around the hand.
+        world_landmarks: per hand ``(21, 3)`` MediaPipe world landmarks (metres, camera axes), or None.
     Returns:
         the stacked :class:`CropBatch` (B = number of hands, may be 0).
     """
@@ -123,6 +130,10 @@ def make_crop_batch(
     mirror_arr = np.asarray(mirror, dtype=bool).reshape(n)
     rect = rectification_from_box(K, boxes, crop_size=crop_size, margin=margin, mirror=mirror_arr)
     H = np.asarray(rect.H, dtype=np.float64)
+    landmarks_3d = np.zeros((n, 21, 3), np.float32)
+    if world_landmarks is not None:
+        world = np.stack([np.asarray(w, np.float64) for w in world_landmarks])
+        landmarks_3d = world_landmarks_to_virtual(world, np.asarray(rect.virt_from_cam, np.float64)).astype(np.float32)
     crops = np.empty((n, crop_size, crop_size, 3), np.uint8)
     for i in range(n):
         if intrinsics.has_distortion:
@@ -140,4 +151,5 @@ def make_crop_batch(
         mirror=mirror_arr,
         boxes_img=_crop_footprint_boxes(H, crop_size),
         landmarks_crop=np.asarray(image_to_crop(lms, H), dtype=np.float32),
+        landmarks_3d=landmarks_3d,
     )

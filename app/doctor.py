@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 
-from models.file_hash import sha256_file
 from models.paths import REPO_ROOT, WEIGHTS_DIR
 
 Status = Literal["ok", "warn", "fail"]
@@ -236,25 +235,29 @@ def check_disk(path: Path = REPO_ROOT) -> Check:
 
 
 def check_weights(manifest_path: Path = WEIGHTS_MANIFEST) -> Check:
-    """Verify every file the weights manifest lists against its sha256."""
+    """Verify every file the weights manifest lists against its sha256.
+
+    Malformed entries (no ``path``, no ``sha256``) and paths leaving the manifest's folder
+    (``../../etc/passwd``) fail the check; such paths are never opened or hashed.
+    """
+    from models.weights_manifest import ManifestError, check_entry, load_manifest
+
     if not manifest_path.is_file():
-        return Check("weights", "warn", f"no manifest at {manifest_path.relative_to(REPO_ROOT)} (no shipped weights yet)",
+        where = manifest_path.relative_to(REPO_ROOT) if manifest_path.is_relative_to(REPO_ROOT) else manifest_path
+        return Check("weights", "warn", f"no manifest at {where} (no shipped weights yet)",
                      "train with `python -m training.train` or check out a release that ships weights")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        entries = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        manifest = load_manifest(manifest_path)
+    except ManifestError as exc:
         return Check("weights", "fail", f"unreadable manifest: {exc}", "restore weights/manifest.json from git")
-    problems = []
-    for entry in entries:
-        file_path = manifest_path.parent / entry["path"]
-        if not file_path.is_file():
-            problems.append(f"{entry['path']} missing")
-        elif sha256_file(file_path) != entry["sha256"]:
-            problems.append(f"{entry['path']} sha256 mismatch")
+    problems = list(manifest.problems)
+    for entry in manifest.entries:
+        problem = check_entry(manifest, entry)
+        if problem is not None:
+            problems.append(problem)
     if problems:
         return Check("weights", "fail", "; ".join(problems), "restore the weights with `git checkout -- weights/`")
-    return Check("weights", "ok", f"{len(entries)} file(s) match the manifest")
+    return Check("weights", "ok", f"{len(manifest.entries)} file(s) match the manifest")
 
 
 def check_hand_asset() -> Check:

@@ -27,6 +27,8 @@ DEFAULT_HFOV_DEG: float = 60.0
 """Horizontal field of view assumed when no intrinsics are given (typical laptop/USB webcam)."""
 
 _VALID_DIST_LENGTHS: frozenset[int] = frozenset({0, 4, 5, 8, 12, 14})
+ASPECT_TOLERANCE: float = 0.01
+"""Relative difference of width/height ratios still treated as the same aspect (rounding of resized frames)."""
 
 
 class IntrinsicsError(ValueError):
@@ -39,6 +41,10 @@ class IntrinsicsFileNotFoundError(IntrinsicsError, FileNotFoundError):
 
 class IntrinsicsFormatError(IntrinsicsError):
     """The intrinsics file exists but does not hold a valid camera matrix/distortion."""
+
+
+class IntrinsicsSizeMismatchError(IntrinsicsError):
+    """The intrinsics describe an image of another aspect ratio than the frames (not a plain resize)."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +101,26 @@ class Intrinsics:
 
         fx and cx scale with the width ratio, fy and cy with the height ratio (pixel centres kept at
         integer coordinates). Distortion coefficients are resolution independent and kept.
+
+        Raises:
+            IntrinsicsSizeMismatchError: the aspect ratio differs (by more than :data:`ASPECT_TOLERANCE`):
+                the frames are cropped or come from another camera mode, and a rescale would invent
+                non-square pixels and wrong depths.
         """
         if (width, height) == self.size:
             return self
         if width < 1 or height < 1:
             raise IntrinsicsError(f"image size must be positive, got {width}x{height}")
+        file_aspect = self.size[0] / self.size[1]
+        frame_aspect = width / height
+        if abs(frame_aspect / file_aspect - 1.0) > ASPECT_TOLERANCE:
+            raise IntrinsicsSizeMismatchError(
+                f"{self.origin or 'the intrinsics'} describe {self.size[0]}x{self.size[1]} images (aspect "
+                f"{file_aspect:.3f}) but the frames are {width}x{height} (aspect {frame_aspect:.3f}). A different "
+                "aspect ratio means a cropped image or another camera mode; rescaling would give wrong depths. "
+                "Calibrate at this resolution (`python run_demo.py calibrate --source ... --out cam.yaml`), pass "
+                "the intrinsics of this mode, or omit --intrinsics to use an assumed field of view."
+            )
         sx = width / self.size[0]
         sy = height / self.size[1]
         K = self.K.copy()
@@ -196,10 +217,54 @@ def _load_json(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | No
     try:
         K_arr = np.asarray(K, dtype=np.float64)
         dist_arr = np.asarray(dist if dist is not None else [], dtype=np.float64).reshape(-1)
-        size_t = (int(size[0]), int(size[1])) if size is not None else None
     except (TypeError, ValueError, IndexError) as err:
-        raise IntrinsicsFormatError(f"{path}: malformed K, dist or image_size ({err}).") from err
+        raise IntrinsicsFormatError(f"{path}: malformed K or dist ({err}).") from err
+    size_t = _parse_image_size(size, path) if size is not None else None
     return K_arr, dist_arr, size_t
+
+
+def _parse_pixel_count(value: Any) -> int:
+    """A positive whole number of pixels from a JSON int, an integral float or a digit string."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a pixel count")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isdigit():
+            raise ValueError(f"{value!r} is not a pixel count")
+        count = int(text)
+    elif isinstance(value, (int, np.integer)):
+        count = int(value)
+    elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+        count = int(value)
+    else:
+        raise ValueError(f"{value!r} is not a pixel count")
+    if count < 1:
+        raise ValueError(f"{value!r} is not a positive pixel count")
+    return count
+
+
+def _parse_image_size(size: Any, path: Path) -> tuple[int, int]:
+    """``image_size`` as ``[width, height]``, ``{"width": w, "height": h}`` or a ``"640x360"`` string.
+
+    A string is never indexed character by character (``"640x360"[0]`` is ``"6"``).
+    """
+    try:
+        if isinstance(size, str):
+            parts = size.lower().replace("*", "x").replace("×", "x").split("x")
+            if len(parts) != 2:
+                raise ValueError(f"{size!r} does not look like WIDTHxHEIGHT")
+            width, height = parts
+        elif isinstance(size, dict):
+            width, height = size["width"], size["height"]
+        elif isinstance(size, (list, tuple)) and len(size) == 2:
+            width, height = size
+        else:
+            raise ValueError(f"{size!r} is not [width, height]")
+        return _parse_pixel_count(width), _parse_pixel_count(height)
+    except (KeyError, TypeError, ValueError) as err:
+        raise IntrinsicsFormatError(
+            f"{path}: malformed image_size ({err}); write it as [width, height], e.g. [640, 360]."
+        ) from err
 
 
 def _load_filestorage(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
@@ -268,7 +333,14 @@ def load_intrinsics(path: str | Path, image_size: tuple[int, int] | None = None)
                 "(YAML) or image_size (JSON)."
             )
         size = (int(image_size[0]), int(image_size[1]))
-    return Intrinsics(K=K, dist=dist, size=size, assumed=False, origin=str(file))
+    intrinsics = Intrinsics(K=K, dist=dist, size=size, assumed=False, origin=str(file))
+    cx, cy = intrinsics.K[0, 2], intrinsics.K[1, 2]
+    if not (-0.5 <= cx <= size[0] - 0.5 and -0.5 <= cy <= size[1] - 0.5):
+        raise IntrinsicsFormatError(
+            f"{file}: the principal point ({cx:.1f}, {cy:.1f}) lies outside the {size[0]}x{size[1]} image the file "
+            "states; the stated image size belongs to another resolution than K (fix image_size or recalibrate)."
+        )
+    return intrinsics
 
 
 def save_intrinsics(intrinsics: Intrinsics, path: str | Path, *, rms_px: float | None = None) -> Path:

@@ -19,9 +19,12 @@ consumers (:meth:`FrameResult.with_timing`). The pipeline never draws or shows a
 Frames must be unmirrored camera images (what cameras deliver): geometry and handedness are then
 physical. A selfie view is a display option (``DrawOptions.mirror_view``), applied after drawing.
 
-The 2D cue (``cue``) decides which 2D joints the network samples its features at and DGP solves with:
-``"mediapipe"`` (MediaPipe's landmarks mapped into the crop) or ``"network"`` (the network's own
-prediction).
+The cue (``cue``) decides what the network gets from MediaPipe: ``"fused"`` (the default: MediaPipe's
+2D landmarks for feature sampling and DGP, and its 3D world landmarks, rotated into the crop's frame,
+as an extra per-joint input), ``"mediapipe"`` (the 2D landmarks only) or ``"network"`` (nothing: the
+paper's image-only path, the network's own 2D joints). A known hand length (``hand_length_cm``) fixes the
+mesh's metric size, hence its depth; otherwise the network estimates it. A plausibility guard replaces
+a DGP depth that disagrees with the hand's size in the image (``HandResult.depth_source``).
 """
 from __future__ import annotations
 
@@ -35,16 +38,20 @@ from typing import Iterator
 import numpy as np
 
 from app.backends import BackendRequest, MeshBackend
+from app.backends.base import implausible_hands
 from app.crops import DEFAULT_MARGIN, CropBatch, make_crop_batch
 from app.detection import HandDetection, HandDetector
 from app.intrinsics import DEFAULT_HFOV_DEG, Intrinsics
 from app.results import FrameResult, HandResult
 from app.smoothing import HandTracker, SmoothingParams, Track
 from app.sources import Frame, FrameSource
+from models.depth_guard import guard_translation
 
 LOG = logging.getLogger(__name__)
 
-CUES: tuple[str, ...] = ("mediapipe", "network")
+CUES: tuple[str, ...] = ("fused", "mediapipe", "network")
+HAND_LENGTH_RANGE_CM: tuple[float, float] = (8.0, 30.0)
+"""Accepted hand lengths (wrist crease to the tip of the middle finger); adults measure about 17-20 cm."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,9 @@ class PipelineOptions:
 
     Attributes:
         max_hands: most hands processed per frame.
-        cue: 2D cue for feature sampling and DGP: ``"mediapipe"`` or ``"network"``.
+        cue: ``"fused"`` (MediaPipe 2D + 3D landmarks), ``"mediapipe"`` (2D only) or ``"network"`` (image only).
+        hand_length_cm: the user's hand length (wrist crease to the middle fingertip), centimetres, or
+            None to let the network estimate it.
         margin: crop margin around the landmark box (fraction; must match training).
         smoothing: One Euro parameters (``SmoothingParams(enabled=False)`` for raw output).
         hfov_deg: horizontal field of view assumed when no intrinsics are given.
@@ -61,7 +70,8 @@ class PipelineOptions:
     """
 
     max_hands: int = 2
-    cue: str = "mediapipe"
+    cue: str = "fused"
+    hand_length_cm: float | None = None
     margin: float = DEFAULT_MARGIN
     smoothing: SmoothingParams = field(default_factory=SmoothingParams)
     hfov_deg: float = DEFAULT_HFOV_DEG
@@ -74,6 +84,11 @@ class PipelineOptions:
             raise ValueError(f"cue must be one of {CUES}, got {self.cue!r}")
         if self.max_hands < 1:
             raise ValueError(f"max_hands must be at least 1, got {self.max_hands}")
+        if self.hand_length_cm is not None:
+            low, high = HAND_LENGTH_RANGE_CM
+            if not low <= float(self.hand_length_cm) <= high:
+                raise ValueError(f"hand length must be between {low:g} and {high:g} cm (wrist crease to the tip of "
+                                 f"the middle finger), got {self.hand_length_cm}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,8 @@ class HandPipeline:
         self.tracker = HandTracker(smoothing=options.smoothing)
         self.faces_right = np.asarray(backend.faces, dtype=np.int64)
         self.backend_name = backend_description(backend)
+        self.hands_dropped = 0
+        """Hands dropped so far because the network's output was non-finite or impossible (see ``implausible_hands``)."""
 
     @staticmethod
     def _make_detector(options: PipelineOptions) -> HandDetector:
@@ -203,7 +220,8 @@ class HandPipeline:
 
         mirror = [track.handedness == "left" for track in tracks]
         crops = make_crop_batch(
-            bgr, intr, ideal_landmarks, mirror, crop_size=int(self.backend.crop_size), margin=opts.margin
+            bgr, intr, ideal_landmarks, mirror, crop_size=int(self.backend.crop_size), margin=opts.margin,
+            world_landmarks=[d.world_landmarks for d in detections],
         )
         timings["crop"] = (time.perf_counter() - t1) * 1e3
         return PreparedFrame(
@@ -223,21 +241,33 @@ class HandPipeline:
         frame, intr, crops = prepared.frame, prepared.intrinsics, prepared.crops
         height, width = frame.bgr.shape[:2]
         hands: list[HandResult] = []
+        dropped = 0
         if len(crops):
             t2 = time.perf_counter()
+            cue = prepared.cue
+            length_cm = self.options.hand_length_cm
             request = BackendRequest(
                 crops_rgb=crops.crops_rgb,
                 K_virt=crops.K_virt,
                 virt_to_cam=crops.virt_to_cam,
-                joints_2d_external=crops.landmarks_crop if prepared.cue == "mediapipe" else None,
+                joints_2d_external=crops.landmarks_crop if cue in ("fused", "mediapipe") else None,
+                landmarks_3d=crops.landmarks_3d if cue == "fused" else None,
+                hand_length_m=None if length_cm is None else np.full((len(crops),), length_cm / 100.0, np.float32),
             )
             out = self.backend.infer(request)
             t3 = time.perf_counter()
             timings["network"] = (t3 - t2) * 1e3
+            broken = implausible_hands(out)  # NaN/inf or impossible: dropped, never reported
+            dropped = int(broken.sum())
+            if dropped:
+                self._warn_dropped(frame.index, dropped)
 
-            translation = np.asarray(out.translation_cam, np.float64)
-            verts_rel = np.asarray(out.vertices_cam, np.float64) - translation[:, None, :]
-            joints_rel = np.asarray(out.joints_cam, np.float64) - translation[:, None, :]
+            virt_to_cam = np.asarray(crops.virt_to_cam, np.float64)
+            t_virt, guarded = guard_translation(out.translation_virt, out.joints_rel, out.joints_2d_used, crops.K_virt)
+            translation = np.einsum("bij,bj->bi", virt_to_cam, t_virt)
+            verts_rel = np.asarray(out.vertices_rel, np.float64) @ virt_to_cam.transpose(0, 2, 1)
+            joints_rel = np.asarray(out.joints_rel, np.float64) @ virt_to_cam.transpose(0, 2, 1)
+            lengths = np.asarray(out.hand_length, np.float64)
             weights = np.asarray(out.dgp_weights, np.float32)
             degenerate = np.asarray(out.dgp_degenerate, bool)
             t4 = time.perf_counter()
@@ -245,6 +275,8 @@ class HandPipeline:
 
             n_verts = verts_rel.shape[1]
             for i, (det, track) in enumerate(zip(prepared.detections, prepared.tracks)):
+                if broken[i]:
+                    continue
                 rel = np.concatenate([verts_rel[i], joints_rel[i]], axis=0)
                 tr, rel_s = track.smoother(translation[i], rel, frame.t)
                 verts_cam = rel_s[:n_verts] + tr
@@ -263,6 +295,9 @@ class HandPipeline:
                         vertices_cam=verts_cam.astype(np.float32),
                         translation_cam=np.asarray(tr, np.float32),
                         dgp_weights=weights[i].copy(),
+                        cue=cue,
+                        hand_length_m=float(lengths[i]),
+                        depth_source="size" if guarded[i] else "dgp",
                     )
                 )
             timings["smoothing"] = (time.perf_counter() - t4) * 1e3
@@ -281,7 +316,16 @@ class HandPipeline:
             faces_right=self.faces_right,
             timings_ms=timings,
             backend=self.backend_name,
+            hands_dropped=dropped,
         )
+
+    def _warn_dropped(self, frame_index: int, count: int) -> None:
+        """Log dropped hands: the first time, then every 100th (a corrupt model would flood the log)."""
+        self.hands_dropped += count
+        if self.hands_dropped == count or self.hands_dropped % 100 < count:
+            LOG.warning(
+                "frame %d: dropped %d hand(s): the network output is non-finite or impossible (%d so far); "
+                "the weights may be corrupt: run `python run_demo.py doctor`", frame_index, count, self.hands_dropped)
 
     def run(self, source: FrameSource, *, max_frames: int | None = None) -> Iterator[tuple[Frame, FrameResult]]:
         """Process a source frame by frame; yields ``(frame, result)`` with the ``read`` time included."""

@@ -38,6 +38,11 @@ class HandResult:
             which reverses the winding for left hands, whose mesh is the mirror image of a right hand).
         translation_cam: ``(3,)`` camera-space position of the root joint (wrist), metres.
         dgp_weights: ``(21,)`` the network's per-joint DGP weights in (0, 1).
+        cue: the cue the network ran with: ``"fused"``, ``"mediapipe"`` or ``"network"``.
+        hand_length_m: the mesh's hand length (wrist to middle fingertip along the finger), metres: the
+            user's setting when given, else the network's estimate.
+        depth_source: ``"dgp"`` (the DGP solve), or ``"size"`` when the plausibility guard replaced an
+            impossible DGP depth by the depth the hand's size and its image extent imply.
     """
 
     track_id: int
@@ -51,6 +56,9 @@ class HandResult:
     vertices_cam: np.ndarray
     translation_cam: np.ndarray
     dgp_weights: np.ndarray
+    cue: str = "fused"
+    hand_length_m: float = 0.0
+    depth_source: str = "dgp"
 
     @property
     def depth_m(self) -> float:
@@ -84,6 +92,8 @@ class FrameResult:
             left-hand meshes are mirrored and use the reversed winding (see :meth:`faces_for`).
         timings_ms: per-stage wall time in milliseconds (keys from :data:`STAGES` that ran).
         backend: a short description of the backend and its device/provider.
+        hands_dropped: hands detected in this frame whose network output was non-finite or impossible
+            (dropped, not reported; see :func:`app.backends.base.implausible_hands`).
     """
 
     index: int
@@ -96,6 +106,7 @@ class FrameResult:
     faces_right: np.ndarray
     timings_ms: Mapping[str, float] = field(default_factory=dict)
     backend: str = ""
+    hands_dropped: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timings_ms", MappingProxyType(dict(self.timings_ms)))

@@ -34,6 +34,12 @@ class M3DHMRConfig:
     """Everything that defines the network architecture (not the topology asset, which is hashed separately).
 
     ``decoder_channels[l]`` is the feature width at mesh level ``l`` (0 = full resolution, last = coarsest).
+    ``fused_cue``: every joint's decoder input also gets an external 3D landmark (MediaPipe's world
+    landmark in the crop's frame, ``models.mediapipe_frame``) and a per-sample mask bit.
+    ``landmark_skin``: add the template posed from those landmarks (``models.landmark_skinning``) as a
+    gated skip to the decoder output (needs ``fused_cue``).
+    ``predict_scale``: the mesh is predicted at a canonical size and scaled to a predicted (or given)
+    hand length, as ScaleHP predicts the hand's metric scale before the DGP solve.
     """
 
     name: str
@@ -48,6 +54,9 @@ class M3DHMRConfig:
     use_roi: bool = True
     dgp_damping: float = 1e-9
     dgp_hidden: int = 64
+    fused_cue: bool = False
+    landmark_skin: bool = False
+    predict_scale: bool = False
 
     def __post_init__(self) -> None:
         if self.decoder_type not in DECODER_TYPES:
@@ -58,6 +67,8 @@ class M3DHMRConfig:
             raise ValueError("num_stacks and num_kernels must be >= 1")
         if len(self.encoder_blocks) != 4:
             raise ValueError("encoder_blocks needs 4 entries (BasicBlocks per ResNet stage)")
+        if self.landmark_skin and not self.fused_cue:
+            raise ValueError("landmark_skin needs fused_cue (the skip is posed from the fused 3D landmarks)")
 
 
 PRESETS: dict[str, M3DHMRConfig] = {
@@ -90,11 +101,25 @@ PRESETS: dict[str, M3DHMRConfig] = {
         num_kernels=8,
         dgp_hidden=32,
     ),
+    "realtime_fused": M3DHMRConfig(
+        name="realtime_fused",
+        encoder_blocks=(1, 1, 1, 1),
+        width_mult=0.5,
+        num_stacks=2,
+        feature_channels=64,
+        decoder_type="dsc",
+        decoder_channels=(16, 16, 32, 32, 64),
+        num_kernels=8,
+        dgp_hidden=32,
+        fused_cue=True,
+        landmark_skin=True,
+        predict_scale=True,
+    ),
 }
 
 
 def get_preset(name: str) -> M3DHMRConfig:
-    """Return the named preset (``paper_r18``, ``paper_r34``, ``realtime_slim``)."""
+    """Return the named preset (``paper_r18``, ``paper_r34``, ``realtime_slim``, ``realtime_fused``)."""
     try:
         return PRESETS[name]
     except KeyError:

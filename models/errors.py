@@ -45,3 +45,11 @@ class AssetHashMismatchError(NetworkError):
 
 class TopologyError(NetworkError, ValueError):
     """The hand topology asset is inconsistent (shapes, index ranges, region-restricted spirals)."""
+
+
+class DeviceUnavailableError(NetworkError):
+    """The requested inference device (e.g. CUDA) cannot be used by this backend on this machine."""
+
+
+class NonFiniteOutputError(NetworkError):
+    """The network produced NaN/inf or physically impossible values (corrupt weights or a broken input)."""

@@ -22,9 +22,18 @@ from models.dgp import solve_translation
 from models.encoders import StackedResNetEncoder
 from models.errors import InputShapeError
 from models.joint_head import DGPWeightHead, sample_features_at_points, soft_argmax_2d
+from models.landmark_skinning import LandmarkSkinning
+from models.mediapipe_frame import hand_length
 from models.topology import DecoderTopology
 
 HEATMAP_STRIDE: int = 4
+LANDMARK_UNIT_M: float = 0.1
+"""Fused 3D landmarks enter the decoder in units of 10 cm (about half a hand), after size normalisation."""
+FUSED_CHANNELS: int = 4
+"""Extra channels per joint with ``fused_cue``: x, y, z of the normalised landmark (times the mask) and the mask."""
+MIN_HAND_LENGTH_M: float = 0.08
+MAX_HAND_LENGTH_M: float = 0.30
+"""Hand lengths outside this range are clamped (a toddler's hand is about 0.09 m, a large adult's 0.22 m)."""
 
 
 @dataclass
@@ -37,6 +46,9 @@ class M3DHMROutput:
     dgp_weights (B,J) in (0,1). translation_virt (B,3) wrist in the virtual camera.
     vertices_virt/joints_virt: virtual camera. vertices_cam/joints_cam/translation_cam: real camera.
     dgp_residual (B,) metres; dgp_degenerate (B,) bool.
+    vertices_unit (B,V,3): the wrist-relative mesh at the template's hand length (shape without scale).
+    hand_length_pred (B,) metres: the network's hand length (wrist -> middle fingertip chain,
+    ``models.mediapipe_frame.hand_length``); hand_length_used (B,): the one applied (given or predicted).
     """
 
     vertices_rel: Tensor
@@ -54,6 +66,9 @@ class M3DHMROutput:
     translation_cam: Tensor
     dgp_residual: Tensor
     dgp_degenerate: Tensor
+    vertices_unit: Tensor
+    hand_length_pred: Tensor
+    hand_length_used: Tensor
 
     def as_dict(self) -> dict[str, Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -77,6 +92,10 @@ class M3DHMR(nn.Module):
         use_roi: bool,
         dgp_damping: float,
         dgp_hidden: int,
+        fused_cue: bool = False,
+        landmark_skin: bool = False,
+        predict_scale: bool = False,
+        skin_weights: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.crop_size = crop_size
@@ -92,7 +111,9 @@ class M3DHMR(nn.Module):
             feature_channels=feature_channels,
             num_joints=NUM_JOINTS,
         )
-        joint_feature_channels = feature_channels + 2
+        self.fused_cue = bool(fused_cue)
+        self.predict_scale = bool(predict_scale)
+        joint_feature_channels = feature_channels + 2 + (FUSED_CHANNELS if fused_cue else 0)
         self.decoder = MeshDecoder(
             topology=topology,
             in_channels=joint_feature_channels,
@@ -103,6 +124,21 @@ class M3DHMR(nn.Module):
         )
         self.dgp_head = DGPWeightHead(in_channels=joint_feature_channels, hidden=dgp_hidden)
         self.register_buffer("joint_regressor", topology.joint_regressor.clone(), persistent=False)
+        template_joints = topology.joint_regressor @ topology.template_vertices
+        self.template_hand_length = float(hand_length(template_joints))
+        self.skinning: LandmarkSkinning | None = None
+        if landmark_skin:
+            if skin_weights is None:
+                raise ValueError("landmark_skin needs the asset's skin weights")
+            self.skinning = LandmarkSkinning(
+                template_vertices=topology.template_vertices, template_joints=template_joints, skin_weights=skin_weights
+            )
+        self.scale_head: nn.Module | None = None
+        if predict_scale:
+            self.scale_head = nn.Sequential(nn.Linear(joint_feature_channels + 2, dgp_hidden), nn.ReLU(inplace=True),
+                                            nn.Linear(dgp_hidden, 1))
+            nn.init.zeros_(self.scale_head[2].weight)
+            nn.init.zeros_(self.scale_head[2].bias)
 
     @classmethod
     def from_config(cls, config: M3DHMRConfig, asset: Any | None = None) -> M3DHMR:
@@ -124,6 +160,10 @@ class M3DHMR(nn.Module):
             use_roi=config.use_roi,
             dgp_damping=config.dgp_damping,
             dgp_hidden=config.dgp_hidden,
+            fused_cue=config.fused_cue,
+            landmark_skin=config.landmark_skin,
+            predict_scale=config.predict_scale,
+            skin_weights=torch.as_tensor(np.asarray(asset.skin_weights), dtype=torch.float32) if config.landmark_skin else None,
         )
         model.config = config
         return model
@@ -142,29 +182,84 @@ class M3DHMR(nn.Module):
         joints_2d_external: Tensor | None = None,
         external_mask: Tensor | None = None,
         virt_to_cam: Tensor | None = None,
+        landmarks_3d: Tensor | None = None,
+        landmarks_3d_mask: Tensor | None = None,
+        hand_length_given: Tensor | None = None,
+        hand_length_mask: Tensor | None = None,
     ) -> M3DHMROutput:
-        """crops ``(B,3,S,S)`` float RGB [0,1]; K_virt ``(B,3,3)``; optional joints_2d_external ``(B,21,2)``
-        crop px with external_mask ``(B,)`` bool (default all True); optional virt_to_cam ``(B,3,3)``."""
+        """Run the network.
+
+        crops ``(B,3,S,S)`` float RGB [0,1]; K_virt ``(B,3,3)``; optional joints_2d_external ``(B,21,2)``
+        crop px with external_mask ``(B,)`` bool/float (default all 1); optional virt_to_cam ``(B,3,3)``.
+        With ``fused_cue``: landmarks_3d ``(B,21,3)`` wrist-relative metres in the crop's frame
+        (``models.mediapipe_frame.world_landmarks_to_virtual``) with landmarks_3d_mask ``(B,)`` (1 = use).
+        With ``predict_scale``: hand_length_given ``(B,)`` metres with hand_length_mask ``(B,)`` (1 = use it
+        instead of the predicted length). Missing inputs mean "not given" (mask 0).
+        """
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             self._check_inputs(crops, K_virt)
         features, heatmap_logits = self.encoder(crops)
         joints_2d_stacks, heatmaps = soft_argmax_2d(heatmap_logits, float(HEATMAP_STRIDE))
         joints_2d_pred = joints_2d_stacks[:, -1]
+        dtype = joints_2d_pred.dtype
+        batch = crops.shape[0]
         joints_2d_used = joints_2d_pred
         if joints_2d_external is not None:
             if external_mask is None:
-                joints_2d_used = joints_2d_external.to(joints_2d_pred.dtype)
+                joints_2d_used = joints_2d_external.to(dtype)
             else:
-                mask = external_mask.to(joints_2d_pred.dtype).reshape(-1, 1, 1)
-                joints_2d_used = mask * joints_2d_external.to(joints_2d_pred.dtype) + (1.0 - mask) * joints_2d_pred
+                mask = external_mask.to(dtype).reshape(-1, 1, 1)
+                joints_2d_used = mask * joints_2d_external.to(dtype) + (1.0 - mask) * joints_2d_pred
         sampled = sample_features_at_points(features, joints_2d_used, self.crop_size)
         coords = joints_2d_used * (2.0 / self.crop_size) - 1.0
-        joint_features = torch.cat([sampled, coords], dim=-1)
+        parts = [sampled, coords]
+        lm_unit = lm_mask = None
+        if self.fused_cue:
+            if landmarks_3d is None:
+                landmarks_3d = crops.new_zeros(batch, NUM_JOINTS, 3)
+                landmarks_3d_mask = crops.new_zeros(batch)
+            elif landmarks_3d_mask is None:
+                landmarks_3d_mask = crops.new_ones(batch)
+            lm = landmarks_3d.to(dtype)
+            lm_mask = landmarks_3d_mask.to(dtype).reshape(-1, 1, 1)
+            lm_len = hand_length(lm).clamp_min(1e-3).reshape(-1, 1, 1)
+            lm_unit = lm * (self.template_hand_length / lm_len)
+            parts += [lm_unit * (lm_mask / LANDMARK_UNIT_M), lm_mask.expand(-1, NUM_JOINTS, 1)]
+        joint_features = torch.cat(parts, dim=-1)
         vertices = self.decoder(joint_features)
-        joints = torch.einsum("jv,bvc->bjc", self.joint_regressor.to(vertices.dtype), vertices)
+        if self.skinning is not None and lm_unit is not None and lm_mask is not None:
+            skinned = self.skinning(lm_unit)
+            vertices = vertices + lm_mask * (skinned - self.skinning.template_vertices.to(dtype))
+        regressor = self.joint_regressor.to(vertices.dtype)
+        joints = torch.einsum("jv,bvc->bjc", regressor, vertices)
         root = joints[:, :1]
         vertices_rel = vertices - root
         joints_rel = joints - root
+        if self.predict_scale:
+            assert self.scale_head is not None
+            own_length = hand_length(joints_rel).clamp_min(1e-3)
+            vertices_unit = vertices_rel * (self.template_hand_length / own_length).reshape(-1, 1, 1)
+            joints_unit = joints_rel * (self.template_hand_length / own_length).reshape(-1, 1, 1)
+            if lm_mask is not None and landmarks_3d is not None:
+                lm_log = torch.log(hand_length(landmarks_3d.to(dtype)).clamp_min(1e-3) / self.template_hand_length)
+                scale_cue = torch.stack([lm_log * lm_mask.reshape(-1), lm_mask.reshape(-1)], dim=-1)
+            else:
+                scale_cue = crops.new_zeros(batch, 2)
+            pooled = torch.cat([joint_features.mean(dim=1), scale_cue], dim=-1)
+            length_pred = self.template_hand_length * torch.exp(self.scale_head(pooled).squeeze(-1))
+            length_pred = length_pred.clamp(MIN_HAND_LENGTH_M, MAX_HAND_LENGTH_M)
+            length_used = length_pred
+            if hand_length_given is not None:
+                given_mask = (crops.new_ones(batch) if hand_length_mask is None else hand_length_mask.to(dtype)).reshape(-1)
+                given = hand_length_given.to(dtype).reshape(-1).clamp(MIN_HAND_LENGTH_M, MAX_HAND_LENGTH_M)
+                length_used = given_mask * given + (1.0 - given_mask) * length_pred
+            factor = (length_used / self.template_hand_length).reshape(-1, 1, 1)
+            vertices_rel = vertices_unit * factor
+            joints_rel = joints_unit * factor
+        else:
+            length_pred = hand_length(joints_rel)
+            length_used = length_pred
+            vertices_unit = vertices_rel * (self.template_hand_length / length_pred.clamp_min(1e-3)).reshape(-1, 1, 1)
         dgp_weights = self.dgp_head(joint_features)
         solution = solve_translation(
             joints_rel, joints_2d_used, K_virt.to(joints_rel.dtype), dgp_weights, damping=self.dgp_damping
@@ -195,4 +290,7 @@ class M3DHMR(nn.Module):
             translation_cam=translation_cam,
             dgp_residual=solution.residual,
             dgp_degenerate=solution.degenerate,
+            vertices_unit=vertices_unit,
+            hand_length_pred=length_pred,
+            hand_length_used=length_used,
         )

@@ -7,15 +7,25 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from typing import TypeVar
+
 import cv2
 import pytest
+from PyQt6.QtCore import Qt
 
 from app.recording import read_jsonl
+from app.results import FrameResult
 from app.smoothing import SmoothingParams
-from app.ui.worker import EngineSettings, LatestSlot, LiveWorker, RateMeter, with_options
+from app.sources import Frame
+from app.ui.worker import EngineSettings, LatestSlot, LiveWorker, ProcessedFrame, RateMeter, with_options
 from tests.gui_support import CountingSource, FakePipeline, gui_threads_alive
 
 pytestmark = pytest.mark.gui
+
+T = TypeVar("T")
+STEP_TIMEOUT_S = 60.0
+"""How long a stepped test waits for a worker thread to reach its next step (a deadlock guard only:
+each step is milliseconds of work)."""
 
 
 class Factory:
@@ -59,31 +69,191 @@ def test_rate_meter_measures_a_steady_rate() -> None:
     assert meter.rate(now=110.0) == 0.0
 
 
+class Turnstile:
+    """A gate a worker thread passes only with a permit the test grants; the test can wait until the
+    thread has arrived at the gate ``n`` times (so what it did before arriving is done)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._permits = 0
+        self._open = False
+        self.arrivals = 0
+
+    def pass_through(self) -> None:
+        """Called by the worker thread: count the arrival, then wait for a permit (or an open gate)."""
+        with self._cond:
+            self.arrivals += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._permits > 0 or self._open)
+            if not self._open:
+                self._permits -= 1
+
+    def allow(self, n: int = 1) -> None:
+        with self._cond:
+            self._permits += n
+            self._cond.notify_all()
+
+    def open(self) -> None:
+        """Let every later arrival through (so the worker can always be stopped)."""
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+    def wait_arrivals(self, n: int, timeout: float = STEP_TIMEOUT_S) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.arrivals >= n, timeout), f"{self.arrivals} arrivals, wanted {n}"
+
+
+class SteppedSource(CountingSource):
+    """An endless live source that delivers a frame only when the test allows one (a camera whose frame
+    times the test decides)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="stepped")
+        self.gate = Turnstile()
+
+    def read(self) -> Frame | None:
+        self.gate.pass_through()
+        return super().read()
+
+    def deliver(self, clock: "ManualClock", t: float) -> int:
+        """Deliver the next frame at time ``t``; returns when the capture thread has stored it in the
+        frame slot and counted it (it is back waiting for the next frame)."""
+        clock.now = t
+        index = self.read_count
+        self.gate.allow()
+        self.gate.wait_arrivals(index + 2)
+        return index
+
+
+class GatedPipeline(FakePipeline):
+    """A fake pipeline whose every ``process`` call waits for the test's permit; records the frames it
+    started in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = Turnstile()
+        self.started: list[int] = []
+
+    def process(self, frame: Frame) -> FrameResult:
+        self.started.append(frame.index)
+        self.gate.pass_through()
+        return super().process(frame)
+
+
+class ManualClock:
+    """Time in seconds as the test sets it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+
+class ClockedMeter(RateMeter):
+    """A :class:`RateMeter` reading the test's clock instead of ``time.perf_counter``."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(window_s=100.0)
+        self.clock = clock
+
+    def tick(self, now: float | None = None) -> None:
+        super().tick(self.clock.now if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        return super().rate(self.clock.now if now is None else now)
+
+
+class ObservedSlot(LatestSlot[T]):
+    """A :class:`LatestSlot` that records what was put, so the test can wait for a put."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts: list[object] = []
+        self._seen = threading.Condition()
+
+    def put(self, item: T) -> bool:
+        was_empty = super().put(item)
+        with self._seen:
+            self.puts.append(item)
+            self._seen.notify_all()
+        return was_empty
+
+    def wait_puts(self, n: int, timeout: float = STEP_TIMEOUT_S) -> None:
+        with self._seen:
+            assert self._seen.wait_for(lambda: len(self.puts) >= n, timeout), f"{len(self.puts)} puts, wanted {n}"
+
+
+class Emissions:
+    """Records, for every ``result_ready`` emission, how many results had been put when it came."""
+
+    def __init__(self, slot: ObservedSlot) -> None:
+        self.slot = slot
+        self.at_put: list[int] = []
+        self._cond = threading.Condition()
+
+    def __call__(self) -> None:
+        with self._cond:
+            self.at_put.append(len(self.slot.puts))
+            self._cond.notify_all()
+
+    def wait(self, n: int, timeout: float = STEP_TIMEOUT_S) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.at_put) >= n, timeout), f"{self.at_put}, wanted {n} emissions"
+
+
 def test_latest_frame_wins_and_gui_never_holds_two_results(qtbot) -> None:
-    factory = Factory(delay_s=0.03)
-    worker = LiveWorker(factory, realtime=False)
-    emitted = []
-    worker.result_ready.connect(lambda: emitted.append(1))
-    source = CountingSource()
+    """Stepped explicitly (no assumption about thread speeds): the source delivers frames while the
+    pipeline is busy, the pipeline takes only the newest one, the GUI gets one pending result and one
+    ``result_ready`` until it takes it, and the rates are measured on the test's clock."""
+    clock = ManualClock()
+    pipeline = GatedPipeline()
+    worker = LiveWorker(lambda settings: pipeline, realtime=False)
+    worker.capture_meter = ClockedMeter(clock)
+    worker.processing_meter = ClockedMeter(clock)
+    results: ObservedSlot[ProcessedFrame] = ObservedSlot()
+    worker._results = results  # white-box: observe every result handed towards the GUI
+    emitted = Emissions(results)
+    # Direct: recorded on the presenting thread at the moment of emission, with no event loop in between.
+    worker.result_ready.connect(emitted, Qt.ConnectionType.DirectConnection)
+    source = SteppedSource()
     worker.set_source(lambda: source)
     worker.start()
     try:
-        qtbot.waitUntil(lambda: len(emitted) >= 1, timeout=5000)
-        # The GUI does not consume: results pile up in the worker, but only one is pending and the
-        # signal is not emitted again until it is taken.
-        pipeline = factory.built[0][0]
-        qtbot.waitUntil(lambda: len(pipeline.processed) >= 5, timeout=5000)
-        assert len(emitted) == 1
+        source.deliver(clock, 0.0)
+        pipeline.gate.wait_arrivals(1)  # frame 0 is being processed ...
+        for i in range(1, 5):           # ... while the camera delivers frames 1-4 (5 fps vs 1 fps)
+            source.deliver(clock, 0.2 * i)
+        clock.now = 1.0
+        pipeline.gate.allow()  # frame 0 done
+        results.wait_puts(1)
+        pipeline.gate.wait_arrivals(2)
+        assert pipeline.started == [0, 4]  # the latest frame wins: 1-3 were overwritten, never queued
+        for i in range(5, 9):
+            source.deliver(clock, 0.2 * i)
+        clock.now = 2.0
+        pipeline.gate.allow()  # frame 4 done; the GUI has not taken frame 0's result
+        results.wait_puts(2)
+        pipeline.gate.wait_arrivals(3)
+        assert pipeline.started == [0, 4, 8] and pipeline.processed == [0, 4]
+        # Two results were produced, but the GUI holds one (the newest) and was signalled once.
+        assert [r.result.index for r in results.puts] == [0, 4] and emitted.at_put[:1] == [1]
         first = worker.take_result()
-        assert first is not None and worker.take_result() is None
-        assert first.result.index >= pipeline.processed[2]  # the newest result, not the first one
-        qtbot.waitUntil(lambda: len(emitted) == 2, timeout=5000)
-        # The capture thread outruns the 30 ms pipeline: frames were dropped, never queued.
-        assert source.read_count > 2 * len(pipeline.processed)
+        assert first is not None and first.result.index == 4 and worker.take_result() is None
+        assert first.dropped == 6  # frames 1, 2, 3, 5, 6, 7
+        clock.now = 3.0
+        pipeline.gate.allow()  # frame 8 done: the slot was empty, so the GUI is signalled again
+        emitted.wait(2)
+        # Signalled when the first and the third result arrived in an empty slot, not on the replacement.
+        assert emitted.at_put == [1, 3] and len(results.puts) == 3
         second = worker.take_result()
-        assert second is not None and second.dropped > 0
+        assert second is not None and second.result.index == 8 and worker.take_result() is None
+        assert second.dropped == 6 and source.read_count == 9 and pipeline.processed == [0, 4, 8]
+        # Capture: 9 frames over 0.0-1.6 s; processing: 3 results at 1, 2 and 3 s (rates at t = 3 s).
+        assert second.capture_fps == pytest.approx(8 / 3.0)
+        assert second.processing_fps == pytest.approx(1.0)
         assert second.capture_fps > second.processing_fps > 0
     finally:
+        source.gate.open()
+        pipeline.gate.open()
         worker.stop()
     assert not worker.running and source.closed and pipeline.closed
     assert gui_threads_alive() == []

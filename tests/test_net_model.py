@@ -51,6 +51,9 @@ def test_forward_shapes(model: M3DHMR, batch: int) -> None:
         "translation_cam": (batch, 3),
         "dgp_residual": (batch,),
         "dgp_degenerate": (batch,),
+        "vertices_unit": (batch, vertex_count, 3),
+        "hand_length_pred": (batch,),
+        "hand_length_used": (batch,),
     }
     for name, value in out.as_dict().items():
         assert tuple(value.shape) == expected[name], name
@@ -138,7 +141,8 @@ def test_ablation_configs_build_and_run(decoder_type: str, use_roi: bool) -> Non
 
 
 def test_presets_and_config_json() -> None:
-    assert set(PRESETS) == {"paper_r18", "paper_r34", "realtime_slim"}
+    assert set(PRESETS) == {"paper_r18", "paper_r34", "realtime_slim", "realtime_fused"}
+    assert get_preset("realtime_fused").fused_cue and get_preset("realtime_fused").predict_scale
     assert get_preset("paper_r34").encoder_blocks == (3, 4, 6, 3)
     assert get_preset("paper_r18").num_kernels == 8 and get_preset("paper_r18").decoder_type == "dsc"
     for config in PRESETS.values():

@@ -1,4 +1,6 @@
-"""Recording: video + JSONL written per frame, Ctrl-C safety of the headless command, mesh export."""
+"""Recording: H.264 video + JSONL in step, Ctrl-C safety of the headless command, mesh export.
+
+Faults (kill -9, signals, full disk, read-only folders, odd sizes) are in tests/test_misuse_recording.py."""
 from __future__ import annotations
 
 import json
@@ -9,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -37,23 +40,23 @@ def _results(n: int):
             yield frame, pipeline.process(frame)
 
 
-def _count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened()
-    count = 0
-    while cap.read()[0]:
-        count += 1
-    cap.release()
-    return count
+def _frame_times(path: Path) -> list[float]:
+    """Presentation times (s) of the frames PyAV decodes from ``path``."""
+    with av.open(str(path)) as container:
+        return [float(frame.time) for frame in container.decode(video=0)]
 
 
 def test_recorder_writes_every_frame_and_line(tmp_path: Path) -> None:
     video, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    with Recorder(video, jsonl, fps=25.0, include_vertices=True) as rec:
+    with Recorder(video, jsonl, fps=25.0, include_vertices=True, fragment_s=0.2) as rec:
         for frame, result in _results(12):
             rec.write(result.with_timing("draw", 1.0), frame.bgr)
-            assert len(read_jsonl(jsonl)) == result.index + 1  # flushed as it goes
-    assert _count_frames(video) == 12
+            # A line goes to disk with its video fragment: never ahead of the video, at most one fragment behind.
+            assert len(read_jsonl(jsonl)) == rec.jsonl.records_written == rec.video.frames_saved
+            assert result.index + 1 - rec.video.frames_saved <= 6
+    np.testing.assert_allclose(_frame_times(video), [k / 25.0 for k in range(12)], atol=1e-3)
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
     records = read_jsonl(jsonl)
     assert [r["index"] for r in records] == list(range(12))
     hand = records[0]["hands"][0]
@@ -69,27 +72,61 @@ def test_frame_json_without_vertices_is_compact() -> None:
     json.dumps(data)
 
 
-def test_codec_errors_are_typed(tmp_path: Path) -> None:
-    with pytest.raises(RecordingError, match="codec"):
-        VideoRecorder(tmp_path / "x.mp4", codec="divx3")
-    rec = VideoRecorder(tmp_path / "x.mp4", codec="h264")
-    try:
-        rec.write(np.zeros((32, 32, 3), np.uint8))
-    except RecordingError as err:  # OpenCV's wheels have no H.264 encoder
-        assert "mp4v" in str(err)
-    finally:
-        rec.close()
+def test_video_without_its_frame_is_a_typed_error(tmp_path: Path) -> None:
     with Recorder(tmp_path / "y.mp4") as both:
-        with pytest.raises(RecordingError):
+        with pytest.raises(RecordingError, match="annotated frame"):
             both.write(next(iter(_results(1)))[1], None)
 
 
-def test_mjpg_avi_and_size_changes(tmp_path: Path) -> None:
+def test_mjpg_avi_writes_every_frame(tmp_path: Path) -> None:
     path = tmp_path / "x.avi"
     with VideoRecorder(path, codec="mjpg", fps=10.0) as rec:
         rec.write(np.zeros((40, 60, 3), np.uint8))
-        rec.write(np.zeros((41, 61, 3), np.uint8))  # resized to the first frame's size
-    assert _count_frames(path) == 2
+        rec.write(np.zeros((40, 60, 3), np.uint8))
+    np.testing.assert_allclose(_frame_times(path), [0.0, 0.1], atol=1e-2)
+
+
+def test_a_frame_of_another_size_is_letterboxed(tmp_path: Path) -> None:
+    path = tmp_path / "sizes.mp4"
+    with VideoRecorder(path) as rec:
+        rec.write(np.full((120, 160, 3), 200, np.uint8), 0.0)
+        rec.write(np.full((120, 320, 3), 200, np.uint8), 0.04)  # twice as wide: black bars above/below
+    with av.open(str(path)) as container:
+        images = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert [im.shape for im in images] == [(120, 160, 3)] * 2
+    assert images[1][2:20].mean() < 20 and images[1][50:70].mean() > 180
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32),
+                                 np.zeros((0, 10, 3), np.uint8), np.zeros((10, 10, 4), np.uint8)],
+                         ids=["grey", "float", "empty", "bgra"])
+def test_frames_that_are_not_bgr_uint8_are_typed_errors(tmp_path: Path, bad: np.ndarray) -> None:
+    with VideoRecorder(tmp_path / "x.mp4") as rec:
+        with pytest.raises(RecordingError, match="uint8 BGR"):
+            rec.write(bad)
+
+
+def test_a_recording_that_never_got_a_frame_leaves_no_video(tmp_path: Path) -> None:
+    with Recorder(tmp_path / "x.mp4", tmp_path / "x.jsonl"):
+        pass
+    assert not (tmp_path / "x.mp4").exists()
+    assert (tmp_path / "x.jsonl").read_bytes() == b""
+
+
+def test_recordings_read_back_as_a_source(tmp_path: Path) -> None:
+    """The app's own video source (OpenCV) plays an H.264 fragmented-MP4 recording frame by frame."""
+    from app.sources import open_source
+
+    path = tmp_path / "rec.mp4"
+    with VideoRecorder(path) as rec:
+        for k in range(30):
+            rec.write(np.full((48, 64, 3), 8 * k, np.uint8), k / 30.0)
+    source = open_source(path)
+    try:
+        frames = list(iter(source.read, None))
+    finally:
+        source.close()
+    assert len(frames) == 30 and frames[0].bgr.shape == (48, 64, 3)
 
 
 @pytest.mark.parametrize("suffix", [".ply", ".obj"])
@@ -143,4 +180,18 @@ def test_ctrl_c_leaves_a_playable_video_and_valid_jsonl(tmp_path: Path) -> None:
     assert proc.returncode == 130, err.decode()[-2000:]
     records = read_jsonl(jsonl)  # every line parses
     assert len(records) >= 5
-    assert _count_frames(video) == len(records)
+    times = _frame_times(video)
+    assert len(times) == len(records)
+    np.testing.assert_allclose(times, [r["t"] - records[0]["t"] for r in records], atol=2e-3)
+
+
+def test_a_bad_frame_is_refused_without_stopping_the_recording(tmp_path: Path) -> None:
+    video, jsonl = tmp_path / "x.mp4", tmp_path / "x.jsonl"
+    results = [result for _, result in _results(3)]
+    with Recorder(video, jsonl) as rec:
+        rec.write(results[0], np.zeros((240, 320, 3), np.uint8))
+        with pytest.raises(RecordingError, match="uint8 BGR"):
+            rec.write(results[1], np.zeros((240, 320, 3), np.float32))
+        rec.write(results[2], np.zeros((240, 320, 3), np.uint8))
+    assert [r["index"] for r in read_jsonl(jsonl)] == [0, 2]
+    assert len(_frame_times(video)) == 2

@@ -52,6 +52,8 @@ class TrainConfig:
     lr_milestones_epochs: epochs after which the learning rate is multiplied by ``lr_gamma``.
     max_steps / time_budget_s: optional hard stops (for CPU runs); the schedule is still by epoch.
     eval_every_steps / checkpoint_every_steps: periods in optimizer steps (0 disables; both also run at the end).
+    checkpoint_every_s: also save ``last`` when this many seconds of training passed since the previous
+        save (None disables), so a run cut short by a hard wall-clock limit still leaves recent weights.
     amp: bfloat16/float16 autocast, used only on CUDA.
     out_dir: run folder (checkpoints, CSV log); relative paths are under the repository root.
     external_cue_prob / external_cue_noise_px: fraction of training samples whose features are sampled
@@ -78,6 +80,7 @@ class TrainConfig:
     log_every_steps: int = 20
     eval_every_steps: int = 2000
     checkpoint_every_steps: int = 1000
+    checkpoint_every_s: float | None = None
     out_dir: str = "runs/paper_r18"
     external_cue_prob: float = 0.0
     external_cue_noise_px: float = 3.0
@@ -92,6 +95,8 @@ class TrainConfig:
             raise TrainConfigError(f"max_steps must be >= 1 or null, got {self.max_steps}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise TrainConfigError(f"time_budget_s must be > 0 or null, got {self.time_budget_s}")
+        if self.checkpoint_every_s is not None and self.checkpoint_every_s <= 0:
+            raise TrainConfigError(f"checkpoint_every_s must be > 0 or null, got {self.checkpoint_every_s}")
         if not 0.0 <= self.external_cue_prob <= 1.0 or self.external_cue_noise_px < 0:
             raise TrainConfigError("external_cue_prob must be in [0, 1] and external_cue_noise_px >= 0")
         if list(self.lr_milestones_epochs) != sorted(self.lr_milestones_epochs):

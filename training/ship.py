@@ -3,6 +3,10 @@ report and ``manifest.json`` (sha256 of every file, network config, asset hash, 
 the measured metrics).
 
     python -m training.ship --checkpoint runs/realtime_cpu/checkpoints/best.safetensors [--name realtime_slim]
+    python -m training.ship --checkpoint gpu_out/paper_r18.part1of4.safetensors --name paper_r18   # bf16 parts
+
+Weight parts (``training.weight_parts``, written by ``training.gpu_run`` when a file must stay under a size
+limit) are joined into one float32 checkpoint first; give any part, the others must lie beside it.
 
 The app loads ``weights/<name>.onnx`` (onnxruntime) or ``weights/<name>.safetensors`` (torch); the doctor
 verifies both against the manifest. Nothing is downloaded at run time.
@@ -14,6 +18,7 @@ import dataclasses
 import datetime as dt
 import json
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from models.export_onnx import export_onnx
 from models.file_hash import sha256_file
 from models.paths import REPO_ROOT, WEIGHTS_DIR
 from training import evaluate
+from training.weight_parts import resolve_checkpoint
 
 MANIFEST_FORMAT = "handmesh-weights-v1"
 
@@ -94,7 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-samples", type=int, default=1000)
     parser.add_argument("--notes", default="", help="free text stored in the manifest (e.g. the generator commit)")
     args = parser.parse_args(argv)
-    manifest = ship(args.checkpoint, args.name, args.out_dir, args.eval_samples, args.notes)
+    with tempfile.TemporaryDirectory(prefix="handmesh-join-") as tmp:
+        checkpoint = resolve_checkpoint(args.checkpoint, Path(tmp))
+        notes = args.notes if checkpoint == args.checkpoint else f"{args.notes} (joined from the weight parts {args.checkpoint})".strip()
+        manifest = ship(checkpoint, args.name, args.out_dir, args.eval_samples, notes)
     print(f"wrote {manifest}")
 
 

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -450,6 +450,9 @@ class Trainer:
         self.elapsed_before_s = 0.0
         self._eval_views: list[ViewBatch] | None = None
         self._t0: float | None = None
+        self._last_save_t: float | None = None
+        self.on_save: Callable[[str, Path], None] | None = None
+        """Called on the main rank after every :meth:`save` with the name and the weights path (e.g. to copy them out)."""
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, name: str = "last") -> Path:
@@ -468,6 +471,9 @@ class Trainer:
             extra_metadata={"train_config": self.cfg.to_json(), "step": str(self.step), "epoch": str(meta["epoch"])},
         )
         save_train_state(self.ckpt_dir / f"{name}_state.safetensors", self.optimizer, self.scaler, meta)
+        self._last_save_t = time.perf_counter()
+        if self.on_save is not None:
+            self.on_save(name, path)
         return path
 
     def resume(self, run_dir_or_ckpt: Path) -> None:
@@ -618,6 +624,9 @@ class Trainer:
                     self._log_eval(eval_log, tb)
                 self._barrier()
             if cfg.checkpoint_every_steps > 0 and self.step % cfg.checkpoint_every_steps == 0 and self.dist.is_main:
+                self.save("last")
+            since_save = time.perf_counter() - (self._last_save_t if self._last_save_t is not None else t0)
+            if cfg.checkpoint_every_s is not None and since_save >= cfg.checkpoint_every_s and self.dist.is_main:
                 self.save("last")
         bar.close()
         final_metrics: HandMetrics | None = None

@@ -12,6 +12,7 @@ import numpy as np
 from models.config import NUM_JOINTS, M3DHMRConfig
 from models.errors import InputShapeError
 from models.export_onnx import OUTPUT_NAMES
+from models.mediapipe_frame import hand_length
 
 # The backend returns exactly the exported network outputs, in the same order.
 RESULT_FIELDS: tuple[str, ...] = OUTPUT_NAMES
@@ -24,13 +25,18 @@ class BackendRequest:
     crops_rgb ``(B,S,S,3)`` uint8 **RGB** (already warped with the rectification homography);
     K_virt ``(B,3,3)`` crop intrinsics; virt_to_cam ``(B,3,3)`` (``X_cam = virt_to_cam @ X_virt``, det -1
     for mirrored left hands); joints_2d_external ``(B,21,2)`` crop px (e.g. MediaPipe) or None to use the
-    network's own 2D joints.
+    network's own 2D joints; landmarks_3d ``(B,21,3)`` MediaPipe's world landmarks in the crop's frame,
+    wrist-relative, metres (``models.mediapipe_frame.world_landmarks_to_virtual``) for the ``fused`` cue, or
+    None; hand_length_m ``(B,)`` metres (wrist to middle fingertip) when the user knows it, or None (the
+    network's estimate is used). Models without those inputs ignore them.
     """
 
     crops_rgb: np.ndarray
     K_virt: np.ndarray
     virt_to_cam: np.ndarray
     joints_2d_external: np.ndarray | None = None
+    landmarks_3d: np.ndarray | None = None
+    hand_length_m: np.ndarray | None = None
 
     @property
     def batch_size(self) -> int:
@@ -47,6 +53,10 @@ class BackendRequest:
             raise InputShapeError(f"K_virt and virt_to_cam must be ({b}, 3, 3), got {self.K_virt.shape}, {self.virt_to_cam.shape}")
         if self.joints_2d_external is not None and self.joints_2d_external.shape != (b, NUM_JOINTS, 2):
             raise InputShapeError(f"joints_2d_external must be ({b}, 21, 2) crop px, got {self.joints_2d_external.shape}")
+        if self.landmarks_3d is not None and self.landmarks_3d.shape != (b, NUM_JOINTS, 3):
+            raise InputShapeError(f"landmarks_3d must be ({b}, 21, 3) metres, got {self.landmarks_3d.shape}")
+        if self.hand_length_m is not None and self.hand_length_m.shape != (b,):
+            raise InputShapeError(f"hand_length_m must be ({b},) metres, got {self.hand_length_m.shape}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,9 @@ class BackendResult:
     vertices_rel (B,V,3), joints_rel (B,21,3): wrist-relative, virtual-camera axes, metres;
     joints_2d_pred / joints_2d_used (B,21,2) crop px; dgp_weights (B,21); translation_virt (B,3) m;
     vertices_cam (B,V,3), joints_cam (B,21,3), translation_cam (B,3): real camera, metres;
-    dgp_residual (B,) m; dgp_degenerate (B,) bool.
+    dgp_residual (B,) m; dgp_degenerate (B,) bool; hand_length (B,) m: the hand length the mesh has
+    (wrist to middle fingertip along the finger; the given one, the network's estimate, or measured on the
+    mesh for models without a scale output).
     """
 
     vertices_rel: np.ndarray
@@ -70,6 +82,7 @@ class BackendResult:
     translation_cam: np.ndarray
     dgp_residual: np.ndarray
     dgp_degenerate: np.ndarray
+    hand_length: np.ndarray
 
     @staticmethod
     def empty(num_vertices: int) -> BackendResult:
@@ -85,12 +98,19 @@ class BackendResult:
             "joints_cam": (0, NUM_JOINTS, 3),
             "translation_cam": (0, 3),
             "dgp_residual": (0,),
+            "hand_length": (0,),
         }
         arrays = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
         return BackendResult(**arrays, dgp_degenerate=np.zeros((0,), bool))
 
     @staticmethod
     def from_arrays(arrays: dict[str, np.ndarray]) -> BackendResult:
+        """From network outputs by name; ``hand_length`` (or ``hand_length_used``) is measured on
+        ``joints_rel`` when the model has no such output."""
+        arrays = dict(arrays)
+        if "hand_length" not in arrays:
+            arrays["hand_length"] = (arrays["hand_length_used"] if "hand_length_used" in arrays
+                                     else hand_length(np.asarray(arrays["joints_rel"], np.float64)))
         values = {f.name: np.asarray(arrays[f.name], np.float32) for f in fields(BackendResult) if f.name != "dgp_degenerate"}
         return BackendResult(**values, dgp_degenerate=np.asarray(arrays["dgp_degenerate"]).astype(bool))
 
@@ -106,3 +126,34 @@ class MeshBackend(Protocol):
     faces: np.ndarray  # (F, 3) int64, right-hand winding
 
     def infer(self, request: BackendRequest) -> BackendResult: ...
+
+
+MAX_HAND_DISTANCE_M: float = 20.0
+"""A wrist farther than this from the camera cannot belong to a hand the detector saw: the output is broken."""
+MAX_HAND_EXTENT_M: float = 1.0
+"""Largest plausible distance of a vertex or joint from the wrist (a real hand spans about 0.2 m)."""
+
+
+def implausible_hands(result: BackendResult) -> np.ndarray:
+    """``(B,)`` bool: hands whose network outputs are NaN/inf or physically impossible.
+
+    Corrupt weights (one flipped exponent byte) or a broken input produce either non-finite numbers or
+    values such as a wrist 4.7e32 m away; such hands must be dropped (with a warning), never reported.
+    Checked: every output finite; the wrist in front of the camera and within :data:`MAX_HAND_DISTANCE_M`;
+    vertices and joints within :data:`MAX_HAND_EXTENT_M` of the wrist.
+    """
+    batch = int(np.asarray(result.translation_cam).shape[0])
+    bad = np.zeros((batch,), bool)
+    if batch == 0:
+        return bad
+    for f in fields(BackendResult):
+        value = np.asarray(getattr(result, f.name))
+        if value.dtype.kind == "f" and value.shape[:1] == (batch,):
+            bad |= ~np.isfinite(value.reshape(batch, -1)).all(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = np.asarray(result.translation_cam, np.float64)
+        bad |= ~(np.linalg.norm(t, axis=1) <= MAX_HAND_DISTANCE_M) | ~(t[:, 2] > 0.0)
+        for name in ("vertices_cam", "joints_cam"):
+            rel = np.asarray(getattr(result, name), np.float64) - t[:, None, :]
+            bad |= ~(np.abs(rel).reshape(batch, -1).max(axis=1, initial=0.0) <= MAX_HAND_EXTENT_M)
+    return bad

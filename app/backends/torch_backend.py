@@ -44,6 +44,13 @@ class TorchBackend:
             external = None
             if request.joints_2d_external is not None:
                 external = torch.as_tensor(request.joints_2d_external, dtype=torch.float32, device=device)
-            out = self.model(crops, k_virt, joints_2d_external=external, virt_to_cam=virt_to_cam)
+            landmarks = hand_length = None
+            if request.landmarks_3d is not None:
+                landmarks = torch.as_tensor(request.landmarks_3d, dtype=torch.float32, device=device)
+            if request.hand_length_m is not None:
+                hand_length = torch.as_tensor(request.hand_length_m, dtype=torch.float32, device=device)
+            out = self.model(crops, k_virt, joints_2d_external=external, virt_to_cam=virt_to_cam,
+                             landmarks_3d=landmarks, hand_length_given=hand_length)
             arrays = {name: getattr(out, name).cpu().numpy() for name in RESULT_FIELDS}
+            arrays["hand_length"] = out.hand_length_used.cpu().numpy()
         return BackendResult.from_arrays(arrays)

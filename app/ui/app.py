@@ -59,21 +59,20 @@ def display_problem() -> str | None:
 def make_pipeline_factory(args: argparse.Namespace):
     """A :data:`app.ui.worker.PipelineFactory` building :class:`app.pipeline.HandPipeline` from ``args``
     for the backend/device the window asks for (weights: ``--weights`` when it suits the backend, else
-    the shipped ones; ``--untrained PRESET`` for an untrained model)."""
-    from app import cli
-    from app.intrinsics import load_intrinsics
+    the shipped ones; ``--untrained PRESET`` for an untrained model).
+
+    The intrinsics file is read here, at once: a missing or invalid file raises
+    :class:`app.intrinsics.IntrinsicsError` before the window opens."""
+    from app.construction import build_pipeline, load_backend, load_intrinsics_option, weights_for_backend
     from app.pipeline import HandPipeline
     from app.ui.worker import EngineSettings
 
-    intrinsics = load_intrinsics(args.intrinsics) if getattr(args, "intrinsics", None) is not None else None
+    intrinsics = load_intrinsics_option(getattr(args, "intrinsics", None))
 
     def factory(settings: EngineSettings) -> HandPipeline:
-        weights = getattr(args, "weights", None)
-        suffix = ".onnx" if settings.backend == "onnx" else ".safetensors"
-        if weights is not None and Path(weights).suffix != suffix:
-            weights = None
-        backend = cli.load_backend(settings.backend, settings.device, weights, getattr(args, "untrained", None))
-        return HandPipeline(backend, intrinsics=intrinsics, options=settings.options)
+        weights = weights_for_backend(getattr(args, "weights", None), settings.backend)
+        backend = load_backend(settings.backend, settings.device, weights, getattr(args, "untrained", None))
+        return build_pipeline(args, backend, options=settings.options, intrinsics=intrinsics)
 
     return factory
 
@@ -82,18 +81,11 @@ def initial_settings(args: argparse.Namespace):
     """:class:`EngineSettings` from the command line (backend, device, max hands, cue, smoothing, mirror)."""
     from dataclasses import replace
 
+    from app.construction import pipeline_options
     from app.drawing import DrawOptions
-    from app.intrinsics import DEFAULT_HFOV_DEG
-    from app.pipeline import PipelineOptions
-    from app.smoothing import SmoothingParams
     from app.ui.worker import EngineSettings
 
-    options = PipelineOptions(
-        max_hands=int(getattr(args, "max_hands", 2)),
-        cue=str(getattr(args, "cue", "mediapipe")),
-        smoothing=SmoothingParams.from_strength(float(getattr(args, "smoothing", 0.5))),
-        hfov_deg=float(getattr(args, "hfov", None) or DEFAULT_HFOV_DEG),
-    )
+    options = pipeline_options(args)
     draw = replace(DrawOptions(), mirror_view=bool(getattr(args, "mirror_view", False)), stats=False)
     mesh = getattr(args, "mesh", None)
     if mesh in ("shaded", "wireframe", "none"):
@@ -108,14 +100,43 @@ def _parse_size(text: str) -> tuple[int, int]:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError as err:
         raise ValueError(f"--window-size must look like 1480x700, got {text!r}") from err
+    if width < 1 or height < 1:
+        raise ValueError(f"--window-size must be positive, like 1480x700, got {text!r}")
     return width, height
 
 
 def run_gui(args: argparse.Namespace) -> int:
-    """Open the desktop app with the options in ``args``; returns the exit code."""
+    """Open the desktop app with the options in ``args``; returns the exit code.
+
+    Ctrl-C (SIGINT) and SIGTERM close the window like its close button (the worker stops, a recording
+    is finalised) and the exit code is 130 / 0 (see :mod:`app.ui.signals`), also while a model loads.
+    """
+    from app.ui.signals import QuitOnSignal
+
+    quitter = QuitOnSignal().install()
+    try:
+        code = _run_gui(args, quitter)
+    finally:
+        quitter.restore()
+    return quitter.exit_code(code)
+
+
+def _run_gui(args: argparse.Namespace, quitter) -> int:
     problem = display_problem()
     if problem is not None and not os.environ.get("QT_QPA_PLATFORM"):
         print(f"error: {problem}", file=sys.stderr)
+        return 2
+    # Bad options and a missing or invalid intrinsics file are refused in one line, before any window opens.
+    from app.construction import OptionError, validate_pipeline_options
+    from app.intrinsics import IntrinsicsError
+
+    try:
+        validate_pipeline_options(args)
+        _parse_size(getattr(args, "window_size", "1480x700"))
+        factory = make_pipeline_factory(args)
+        settings = initial_settings(args)
+    except (OptionError, IntrinsicsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     # One llvmpipe thread leaves the second core of small CPU-only machines to the pipeline; no effect on GPUs.
     os.environ.setdefault("LP_NUM_THREADS", "1")
@@ -128,7 +149,7 @@ def run_gui(args: argparse.Namespace) -> int:
     from app.ui.worker import LiveWorker
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    worker = LiveWorker(make_pipeline_factory(args), initial_settings(args))
+    worker = LiveWorker(factory, settings)
     source = getattr(args, "source", None)
     window = MainWindow(
         worker,
@@ -138,6 +159,7 @@ def run_gui(args: argparse.Namespace) -> int:
         smoothing_strength=float(getattr(args, "smoothing", 0.5)),
     )
     window.resize(*_parse_size(getattr(args, "window_size", "1480x700")))
+    quitter.attach(window.close)  # SIGINT/SIGTERM: close from the event loop (a signal before now too)
     window.show()
     seconds = getattr(args, "benchmark_gui", None)
     started = time.perf_counter()
@@ -152,6 +174,11 @@ def run_gui(args: argparse.Namespace) -> int:
 
         QTimer.singleShot(int(float(seconds) * 1000), finish)
     code = app.exec()
+    if worker.running:  # a thread still busy (a model loading) after the stop timeout: do not wait for it
+        LOG.warning("exiting while a worker thread is still busy")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(quitter.exit_code(int(code)))
     return int(code)
 
 

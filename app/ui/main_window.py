@@ -16,12 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import QSettings, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDockWidget,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -38,7 +39,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from app.pipeline import CUES
+from app.pipeline import CUES, HAND_LENGTH_RANGE_CM
 from app.recording import RecordingError, export_meshes
 from app.results import STAGES, FrameResult
 from app.smoothing import SmoothingParams
@@ -62,7 +63,7 @@ def hand_meshes(result: FrameResult) -> list[HandMesh]:
             faces=result.faces_for(hand),
             colour_rgb=RIGHT_HAND_RGB if hand.handedness == "right" else LEFT_HAND_RGB,
             joints_cam=hand.joints_cam,
-            label=f"#{hand.track_id} {hand.handedness} {hand.distance_m:.2f} m",
+            label=f"#{hand.track_id} {hand.handedness} {hand.distance_m:.2f} m, {100 * hand.hand_length_m:.1f} cm",
         )
         for hand in result.hands
     ]
@@ -204,6 +205,21 @@ class MainWindow(QMainWindow):
         self.cue_combo = QComboBox()
         self.cue_combo.addItems(list(CUES))
         self.cue_combo.setCurrentText(settings.options.cue)
+        self.cue_combo.setToolTip("fused: MediaPipe's 2D and 3D landmarks guide the mesh (default)\n"
+                                  "mediapipe: its 2D landmarks only\nnetwork: the image alone (the paper's path)")
+        remembered = self._stored_hand_length()
+        length = settings.options.hand_length_cm if settings.options.hand_length_cm is not None else remembered
+        self.hand_length_check = QCheckBox("I know my hand length")
+        self.hand_length_check.setToolTip("wrist crease to the tip of the middle finger; fixes the mesh's size and "
+                                          "so its distance from the camera (otherwise the network estimates it)")
+        self.hand_length_check.setChecked(length is not None)
+        self.hand_length_spin = QDoubleSpinBox()
+        self.hand_length_spin.setRange(*HAND_LENGTH_RANGE_CM)
+        self.hand_length_spin.setSingleStep(0.5)
+        self.hand_length_spin.setDecimals(1)
+        self.hand_length_spin.setSuffix(" cm")
+        self.hand_length_spin.setValue(length if length is not None else 18.5)
+        self.hand_length_spin.setEnabled(length is not None)
         self.smoothing_check = QCheckBox("Smoothing (One Euro)")
         self.smoothing_check.setChecked(settings.options.smoothing.enabled and self._initial_smoothing > 0)
         self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
@@ -214,7 +230,9 @@ class MainWindow(QMainWindow):
         form.addRow("Backend", self.backend_combo)
         form.addRow("Device", self.device_combo)
         form.addRow("Max hands", self.max_hands_spin)
-        form.addRow("2D cue", self.cue_combo)
+        form.addRow("Cue", self.cue_combo)
+        form.addRow(self.hand_length_check)
+        form.addRow("Hand length", self.hand_length_spin)
         form.addRow(self.smoothing_check)
         form.addRow("Strength", self.smoothing_slider)
         column.addWidget(engine_box)
@@ -259,6 +277,11 @@ class MainWindow(QMainWindow):
         for combo in (self.backend_combo, self.device_combo, self.cue_combo):
             combo.currentTextChanged.connect(self._settings_changed)
         self.max_hands_spin.valueChanged.connect(self._settings_changed)
+        self.hand_length_spin.valueChanged.connect(self._settings_changed)
+        self.hand_length_check.toggled.connect(self.hand_length_spin.setEnabled)
+        self.hand_length_check.toggled.connect(self._settings_changed)
+        if self.hand_length_check.isChecked() and settings.options.hand_length_cm is None:
+            self.worker.update_settings(self.current_settings())  # the length remembered from the last session
         self.smoothing_slider.valueChanged.connect(self._settings_changed)
         for check in (self.smoothing_check, self.mirror_check, self.mesh_check, self.skeleton_check, self.labels_check):
             check.toggled.connect(self._settings_changed)
@@ -309,14 +332,34 @@ class MainWindow(QMainWindow):
 
     # -- settings ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _settings_store() -> QSettings:
+        return QSettings("handmesh", "demo")
+
+    def _stored_hand_length(self) -> float | None:
+        """The hand length (cm) remembered from an earlier session, or None."""
+        value = self._settings_store().value("hand_length_cm", "")
+        try:
+            length = float(value) if value not in ("", None) else None
+        except (TypeError, ValueError):
+            return None
+        low, high = HAND_LENGTH_RANGE_CM
+        return length if length is not None and low <= length <= high else None
+
+    def _store_hand_length(self, length: float | None) -> None:
+        self._settings_store().setValue("hand_length_cm", "" if length is None else f"{length:.1f}")
+
     def current_settings(self) -> EngineSettings:
         """Engine settings read from the controls."""
         base = self.worker.settings
         strength = self.smoothing_slider.value() / 100.0
         smoothing = SmoothingParams.from_strength(strength) if self.smoothing_check.isChecked() else SmoothingParams(enabled=False)
+        length = float(self.hand_length_spin.value()) if self.hand_length_check.isChecked() else None
         options = replace(
-            base.options, max_hands=self.max_hands_spin.value(), cue=self.cue_combo.currentText(), smoothing=smoothing
+            base.options, max_hands=self.max_hands_spin.value(), cue=self.cue_combo.currentText(), smoothing=smoothing,
+            hand_length_cm=length,
         )
+        self._store_hand_length(length)
         draw = replace(
             base.draw,
             mesh=base.draw.mesh if base.draw.mesh != "none" else "shaded",
@@ -397,7 +440,10 @@ class MainWindow(QMainWindow):
         self.fps_label.setText(f"capture {item.capture_fps:5.1f} FPS | processing {item.processing_fps:5.1f} FPS")
         stages = [f"{s} {result.timings_ms[s]:.0f}" for s in STAGES if s in result.timings_ms]
         self.latency_label.setText("ms: " + " ".join(stages) + f" | total {result.total_ms:.0f}")
-        self.hands_label.setText(f"hands: {len(result.hands)}")
+        cue = result.hands[0].cue if result.hands else self.cue_combo.currentText()
+        sizes = ", ".join(f"{100 * h.hand_length_m:.1f} cm" + (" (size depth)" if h.depth_source == "size" else "")
+                          for h in result.hands)
+        self.hands_label.setText(f"hands: {len(result.hands)} | cue: {cue}" + (f" | {sizes}" if sizes else ""))
         self.backend_label.setText(f"backend: {result.backend}")
         self.intrinsics_label.setVisible(result.intrinsics_assumed)
         self.frames_displayed += 1
@@ -421,7 +467,7 @@ class MainWindow(QMainWindow):
         """Start (annotated MP4 + JSONL in ``output_dir``) or stop recording."""
         if start and not self._recording:
             stem = self.output_dir / f"recording_{_timestamp()}"
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+            # The recorder creates the folder; an unwritable one comes back as an error banner.
             self.worker.start_recording(stem.with_suffix(".mp4"), stem.with_suffix(".jsonl"))
             self._recording = True
         elif not start and self._recording:
@@ -435,11 +481,21 @@ class MainWindow(QMainWindow):
             self.output_label.setText(f"Recording to {description}")
         elif description:
             self.output_label.setText(f"Saved {description}")
+        if not active and self.worker.recording_request_pending() == "start":
+            return  # a new recording is on its way; its own signal will follow
+        # Follow the worker: a recording can also end without the button (a write failed, disk full).
+        self._recording = bool(active)
+        self.record_button.setChecked(self._recording)
+        self.record_label.setVisible(self._recording)
 
     def save_screenshot(self) -> Path:
         """Save the whole window as a PNG in ``output_dir``; returns its path."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"screenshot_{_timestamp()}.png"
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self.show_error(f"Could not create the folder {self.output_dir} for the screenshot: {err.strerror or err}")
+            return path
         if not self.grab().save(str(path)):
             self.show_error(f"Could not write the screenshot {path}")
         else:

@@ -259,7 +259,7 @@ class LiveWorker(QObject):
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             LOG.warning("worker threads still running after %.1f s: %s", timeout, alive)
-        self._threads = []
+        self._threads = [t for t in self._threads if t.is_alive()]  # `running` stays True while one is busy
 
     @property
     def running(self) -> bool:
@@ -295,6 +295,11 @@ class LiveWorker(QObject):
         """Finalise the recording (the video is playable once ``recording_changed(False, ...)`` fires)."""
         with self._lock:
             self._recording_request = ("stop", (None, None))
+
+    def recording_request_pending(self) -> str | None:
+        """The recording request (``"start"`` or ``"stop"``) not yet applied by the presenting thread."""
+        with self._lock:
+            return self._recording_request[0] if self._recording_request is not None else None
 
     def take_result(self) -> ProcessedFrame | None:
         """The pending result, if any (the GUI calls this on ``result_ready``)."""
@@ -435,11 +440,21 @@ class LiveWorker(QObject):
                     continue
                 if item is None:
                     return
-                self._present_one(recorder, item)
+                recorder = self._present_one(recorder, item)
         finally:
             if recorder is not None:
-                recorder.close()
-                self.recording_changed.emit(False, _describe(recorder))
+                self._finish_recording(recorder)
+
+    def _finish_recording(self, recorder: Recorder, failure: BaseException | None = None) -> None:
+        """Close ``recorder`` (video finalised, JSONL complete) and tell the GUI; a failed write or close
+        is shown as an error naming the cause and what the files keep."""
+        try:
+            recorder.close()
+        except RecordingError as err:
+            failure = failure or err
+        if failure is not None:
+            self.error.emit(f"Recording stopped: {failure}")
+        self.recording_changed.emit(False, _describe(recorder))
 
     def _apply_recording(self, recorder: Recorder | None) -> Recorder | None:
         with self._lock:
@@ -448,8 +463,7 @@ class LiveWorker(QObject):
             return recorder
         action, (video_path, jsonl_path) = request
         if recorder is not None:
-            recorder.close()
-            self.recording_changed.emit(False, _describe(recorder))
+            self._finish_recording(recorder)
             recorder = None
         if action == "start":
             try:
@@ -458,11 +472,14 @@ class LiveWorker(QObject):
                 recorder = Recorder(video_path, jsonl_path, fps=fps)
             except (OSError, RecordingError) as err:
                 self.error.emit(f"Cannot start recording: {err}")
+                self.recording_changed.emit(False, "")
                 return None
             self.recording_changed.emit(True, _describe(recorder))
         return recorder
 
-    def _present_one(self, recorder: Recorder | None, item: "_Inferred") -> None:
+    def _present_one(self, recorder: Recorder | None, item: "_Inferred") -> Recorder | None:
+        """Draw, record and hand over one frame; returns the recorder (None once a write failed: the
+        recording stops there, its files cut back to a common complete point, and the GUI is told)."""
         frame, result = item.frame, item.result
         try:
             t0 = time.perf_counter()
@@ -470,12 +487,18 @@ class LiveWorker(QObject):
                 frame.bgr, result, options=self._settings.draw, fps=self.processing_meter.rate()
             )
             result = result.with_timing("draw", (time.perf_counter() - t0) * 1e3)
-            if recorder is not None:
-                recorder.write(result, annotated)
         except Exception as err:  # a failing frame must not kill the live loop; it is shown and logged
-            LOG.exception("drawing or recording frame %d failed", frame.index)
-            self.error.emit(f"Drawing or recording frame {frame.index} failed: {err}")
-            return
+            LOG.exception("drawing frame %d failed", frame.index)
+            self.error.emit(f"Drawing frame {frame.index} failed: {err}")
+            return recorder
+        if recorder is not None:
+            try:
+                recorder.write(result, annotated)  # video time stamps from result.t: real speed
+            except Exception as err:  # disk full, unwritable file...: stop this recording, keep the loop
+                if not isinstance(err, RecordingError):
+                    LOG.exception("recording frame %d failed", frame.index)
+                self._finish_recording(recorder, err)
+                recorder = None
         self.processing_meter.tick()
         processed = ProcessedFrame(
             result=result,
@@ -488,6 +511,7 @@ class LiveWorker(QObject):
         )
         if self._results.put(processed):
             self.result_ready.emit()
+        return recorder
 
 
 def _describe(recorder: Recorder) -> str:

@@ -44,6 +44,26 @@ class MANOLoadError(RuntimeError):
     """The MANO file is missing, unreadable or not in MANO's published structure."""
 
 
+class MANOUnsafePickleError(MANOLoadError):
+    """The pickle asks for a class or function a MANO file never needs (possibly code execution): refused."""
+
+
+# The only globals a MANO pickle refers to, by (module, name); Python 2 module names are renamed first.
+_PY2_MODULES: dict[str, str] = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+_ALLOWED_NUMPY: frozenset[tuple[str, str]] = frozenset(
+    {("numpy", "ndarray"), ("numpy", "dtype")}
+    | {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+)
+_SPARSE_MODULES: tuple[str, ...] = ("scipy.sparse", "scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse.csr",
+                                    "scipy.sparse._csr", "scipy.sparse.coo", "scipy.sparse._coo")
+_SPARSE_CLASSES: frozenset[str] = frozenset({"csc_matrix", "csr_matrix", "coo_matrix"})
+_ALLOWED_BUILTINS: frozenset[tuple[str, str]] = frozenset({
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "object"),
+    ("copyreg", "_reconstructor"),  # protocol 0/1 new-style objects; cls and base go through find_class too
+    ("_codecs", "encode"),          # bytes as written by Python 3's protocol 2
+})
+
+
 class _ChumpyStandIn:
     """Takes the place of any chumpy class during unpickling and keeps the pickled state."""
 
@@ -58,12 +78,28 @@ class _ChumpyStandIn:
 
 
 class _MANOUnpickler(pickle.Unpickler):
+    """Resolves only the globals a MANO file needs; anything else raises :class:`MANOUnsafePickleError`.
+
+    numpy arrays, dtypes and scalars; scipy.sparse csc/csr/coo matrices; chumpy classes (mapped to the
+    inert :class:`_ChumpyStandIn`, so no chumpy code runs); set/frozenset and the two helpers the pickle
+    protocols use for objects and bytes. ``os.system``, ``builtins.eval``, ``subprocess.Popen`` and the like
+    are refused before anything is called.
+    """
+
     def find_class(self, module: str, name: str) -> Any:
+        module = _PY2_MODULES.get(module, module)
         if module == "chumpy" or module.startswith("chumpy."):
+            if not name.isidentifier():
+                raise MANOUnsafePickleError(f"refused chumpy global {module}.{name!r}")
             return _ChumpyStandIn
-        if module.startswith("scipy.sparse"):
+        if module in _SPARSE_MODULES and name in _SPARSE_CLASSES:
             return getattr(scipy.sparse, name)
-        return super().find_class(module, name)
+        if (module, name) in _ALLOWED_NUMPY or (module, name) in _ALLOWED_BUILTINS:
+            return super().find_class(module, name)
+        raise MANOUnsafePickleError(
+            f"the pickle refers to {module}.{name}, which a MANO model file never contains: refused (a crafted "
+            "pickle can run code when loaded). Use the MANO_RIGHT.pkl downloaded from the MANO website."
+        )
 
 
 def _to_array(value: Any, key: str) -> np.ndarray:
@@ -84,6 +120,7 @@ def read_mano_pickle(path: Path) -> dict[str, Any]:
 
     Raises:
         MANOLoadError: missing file, not a pickle, or required keys absent.
+        MANOUnsafePickleError: the pickle refers to a class or function outside the MANO allow-list.
     """
     path = Path(path)
     if not path.is_file():

@@ -23,15 +23,20 @@ from training.synth.dataset import SynthHandDataset, View
 TEST_SEED: int = 1_000_003
 DEFAULT_CACHE_DIR: Path = REPO_ROOT / "data" / "synth_test"
 SYNTH_SOURCE_DIR: Path = Path(__file__).resolve().parent
+NOT_DRAWING: frozenset[str] = frozenset({"testset.py", "realism.py", "benchmark.py", "__init__.py"})
+"""Modules of the package that do not decide what a sample looks like (caching, reports, timing)."""
 
 
 @functools.lru_cache(maxsize=1)
 def generator_fingerprint() -> str:
-    """12 hex digits identifying what the generator draws: sha256 over training/synth/*.py and the hand asset."""
+    """12 hex digits identifying what the generator draws: sha256 over the hand asset and the
+    training/synth/*.py modules that draw samples (not ``NOT_DRAWING``: a cache or report change keeps it)."""
     from models.hand.asset import load_hand_asset
 
     digest = hashlib.sha256(load_hand_asset().sha256.encode())
     for path in sorted(SYNTH_SOURCE_DIR.glob("*.py")):
+        if path.name in NOT_DRAWING:
+            continue
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -42,16 +47,32 @@ def synth_testset_path(num_samples: int, seed: int, crop_size: int, cache_dir: P
     return folder / f"synth_test_{generator_fingerprint()}_seed{seed}_n{num_samples}_s{crop_size}.npz"
 
 
-def generate_synth_testset(num_samples: int, seed: int = TEST_SEED, crop_size: int = 128) -> list[View]:
-    """Generate the test views without touching the cache."""
+def _first_view(sample: tuple[View, ...]) -> View:
+    return sample[0]
+
+
+def generate_synth_testset(num_samples: int, seed: int = TEST_SEED, crop_size: int = 128, workers: int = 0) -> list[View]:
+    """Generate the test views without touching the cache.
+
+    ``workers > 0`` generates in that many worker processes (a torch DataLoader, in index order); the
+    views are identical to the single-process ones, since every sample depends only on (seed, index).
+    """
     dataset = SynthHandDataset(seed=seed, length=num_samples, crop_size=crop_size, two_views=False)
-    return [dataset[i][0] for i in range(num_samples)]
+    if workers <= 0:
+        return [dataset[i][0] for i in range(num_samples)]
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first_view,
+                        prefetch_factor=8)
+    return list(loader)
 
 
 def load_synth_testset(
-    num_samples: int = 1000, seed: int = TEST_SEED, crop_size: int = 128, cache_dir: Path | None = None
+    num_samples: int = 1000, seed: int = TEST_SEED, crop_size: int = 128, cache_dir: Path | None = None,
+    workers: int = 0,
 ) -> list[View]:
-    """The fixed test set as a list of view dicts (from the cache when present, else generated and cached)."""
+    """The fixed test set as a list of view dicts (from the cache when present, else generated, with
+    ``workers`` processes when > 0, and cached)."""
     if num_samples < 1:
         raise ValueError(f"load_synth_testset: num_samples must be >= 1, got {num_samples}")
     path = synth_testset_path(num_samples, seed, crop_size, cache_dir)
@@ -60,7 +81,7 @@ def load_synth_testset(
             keys = [k for k in data.files]
             arrays = {k: data[k] for k in keys}
         return [{k: arrays[k][i] for k in keys} for i in range(num_samples)]
-    views = generate_synth_testset(num_samples, seed, crop_size)
+    views = generate_synth_testset(num_samples, seed, crop_size, workers=workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     stacked = {k: np.stack([v[k] for v in views]) for k in views[0]}
     tmp = path.with_suffix(".tmp.npz")

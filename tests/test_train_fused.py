@@ -1,0 +1,142 @@
+"""Fused-cue training data and trainer, on small caches fabricated in the exact format of
+``app.mediapipe_labels`` (no MediaPipe run, no rendering)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import get_preset
+from models.hand import HandModel
+from models.hand.poses import sample_poses
+from models.m3dhmr import M3DHMR
+from models.mediapipe_frame import world_landmarks_to_virtual
+from models.rectify import image_to_crop, rectification_from_box
+from training.mp_data import CueDataset, collate_cue_samples, load_cue_cache, photo_is_held_out, photo_split
+from training.train_fused import FusedTrainConfig, FusedTrainer, draw_cues, load_fused_config, warm_start
+
+S = 128
+
+
+def _hands(n: int, seed: int) -> dict[str, np.ndarray]:
+    """n posed hands 0.4-0.6 m in front of a 640x480 camera, cut like the app cuts them."""
+    rng = np.random.default_rng(seed)
+    out = HandModel.default()(torch.as_tensor(sample_poses(n, rng), dtype=torch.float32))
+    K = np.array([[500.0, 0, 319.5], [0, 500, 239.5], [0, 0, 1]])
+    records: dict[str, list[np.ndarray]] = {}
+    for i in range(n):
+        t = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.4, 0.6)])
+        joints = out.joints[i].numpy().astype(np.float64) - out.joints[i, 0].numpy() + t
+        verts = out.vertices[i].numpy().astype(np.float64) - out.joints[i, 0].numpy() + t
+        uv = joints[:, :2] / joints[:, 2:] * 500 + np.array([319.5, 239.5])
+        mp_uv = uv + rng.normal(0, 2.0, uv.shape)
+        box = np.concatenate([mp_uv.min(0), mp_uv.max(0)])
+        rect = rectification_from_box(K, box, crop_size=S, margin=0.25, mirror=False)
+        world = joints - joints.mean(0) + rng.normal(0, 0.004, joints.shape)
+        rec = {
+            "index": np.array(i), "crop_rgb": rng.integers(0, 255, (S, S, 3), dtype=np.uint8),
+            "K_virt": np.asarray(rect.K_virt, np.float32), "virt_from_cam": np.asarray(rect.virt_from_cam, np.float32),
+            "crop_from_image": np.asarray(rect.H, np.float32), "K": K.astype(np.float32),
+            "image_size": np.array([640, 480]), "mp_uv_crop": np.asarray(image_to_crop(mp_uv, np.asarray(rect.H)), np.float32),
+            "mp_world_virt": world_landmarks_to_virtual(world, np.asarray(rect.virt_from_cam)).astype(np.float32),
+            "mp_world": world.astype(np.float32), "mp_uv_img": mp_uv.astype(np.float32), "mp_z": np.zeros(21, np.float32),
+            "mp_right": np.array(True), "mp_score": np.array(0.9, np.float32), "is_right": np.array(True),
+            "joints_cam": joints.astype(np.float32), "verts_cam": verts.astype(np.float32),
+        }
+        for k, v in rec.items():
+            records.setdefault(k, []).append(v)
+    return {k: np.stack(v) for k, v in records.items()}
+
+
+def _write_cache(folder: Path, n: int, seed: int, photos: bool) -> Path:
+    folder.mkdir(parents=True)
+    arrays = _hands(n, seed)
+    if photos:
+        del arrays["joints_cam"], arrays["verts_cam"]
+        (folder / "files.json").write_text(json.dumps([f"webcam_hands/p{i:03d}.jpg" for i in range(n)]))
+    all_index = np.arange(n + 2)
+    np.savez(folder / "chunk_00000.npz", all_index=all_index, all_found=all_index < n,
+             all_handed_ok=all_index < n, **arrays)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cue_caches")
+    return {
+        "synth": _write_cache(root / "synth", 12, 1, photos=False),
+        "photos": _write_cache(root / "photos", 40, 2, photos=True),
+        "test": _write_cache(root / "test", 6, 3, photos=False),
+    }
+
+
+def test_cache_round_trip_and_detection_rate(caches: dict[str, Path]) -> None:
+    cache = load_cue_cache(caches["synth"])
+    assert len(cache) == 12 and cache.has_gt
+    assert cache.detection_rate() == pytest.approx(12 / 14)
+    batch = collate_cue_samples([CueDataset(cache, None, augment=True)[i] for i in range(4)])
+    assert batch.crops.shape == (4, 3, S, S) and batch.has_gt.all()
+    # the true 2D joints in the crop are close to the (noisy) MediaPipe ones
+    assert float((batch.joints_uv - batch.mp_uv).norm(dim=-1).median()) < 5.0
+
+
+def test_photo_split_is_fixed_and_about_ten_percent(caches: dict[str, Path]) -> None:
+    names = [f"x/{i}.jpg" for i in range(2000)]
+    fraction = np.mean([photo_is_held_out(n) for n in names])
+    assert 0.07 < fraction < 0.13
+    assert [photo_is_held_out(n) for n in names[:50]] == [photo_is_held_out(n) for n in names[:50]]
+    photos = load_cue_cache(caches["photos"])
+    held, train = photo_split(photos, True), photo_split(photos, False)
+    assert len(held) + len(train) == len(photos) and not set(held) & set(train)
+
+
+def test_draw_cues_follows_the_probabilities() -> None:
+    cues = draw_cues(3000, (0.6, 0.3, 0.1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(cues, minlength=3).float() / 3000
+    assert torch.allclose(counts, torch.tensor([0.6, 0.3, 0.1]), atol=0.04)
+
+
+def test_warm_start_widens_the_fused_inputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    slim = M3DHMR.from_config(get_preset("realtime_slim"))
+    path = tmp_path / "slim.safetensors"
+    save_checkpoint(slim, path)
+    fused = M3DHMR.from_config(get_preset("realtime_fused"))
+    report = warm_start(fused, path)
+    assert "decoder.project.weight" in report["widened"] and "dgp_head.mlp.0.weight" in report["widened"]
+    old = slim.decoder.project.weight
+    new = fused.decoder.project.weight
+    assert torch.equal(new[:, : old.shape[1]], old) and torch.all(new[:, old.shape[1]:] == 0)
+    assert torch.equal(fused.encoder.state_dict()["stem.0.weight"] if "stem.0.weight" in fused.encoder.state_dict()
+                       else next(iter(fused.encoder.parameters())), next(iter(slim.encoder.parameters())))
+    assert torch.all(fused.decoder.head.weight == 0)
+
+
+def test_trainer_runs_mixed_batches_and_writes_loadable_checkpoints(caches: dict[str, Path], tmp_path: Path) -> None:
+    cfg = FusedTrainConfig(
+        synth_cache=str(caches["synth"]), photo_cache=str(caches["photos"]), test_cache=str(caches["test"]),
+        out_dir=str(tmp_path / "run"), batch_size=6, real_per_batch=2, max_steps=4, time_budget_s=600,
+        eval_every_steps=2, eval_samples=6, checkpoint_every_steps=2, log_every_steps=1, num_workers=0,
+    )
+    trainer = FusedTrainer(cfg, show_progress=False)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    summary = trainer.fit()
+    assert summary["steps"] == 4
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert changed > 10
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    assert {"mesh", "real_pose2d", "real_world3d", "real_reproj", "real_prior", "scale"} <= set(header)
+    final = summary["final"]
+    assert np.isfinite(final["fused_pa_mpjpe_mm"]) and 0 <= final["real_pck10"] <= 1
+    model = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert model.config == get_preset("realtime_fused")
+
+
+def test_shipped_training_config_loads() -> None:
+    cfg = load_fused_config("training/configs/realtime_fused_cpu.json")
+    assert cfg.model_preset == "realtime_fused" and abs(sum(cfg.cue_probs) - 1.0) < 1e-6

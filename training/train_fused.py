@@ -1,0 +1,494 @@
+"""Train the fused-cue network on MediaPipe's real outputs: synthetic frames with ground truth, mixed
+with real photos that carry MediaPipe's landmarks as pseudo-labels.
+
+    python -m training.train_fused --config training/configs/realtime_fused_cpu.json
+
+Every batch mixes synthetic hands (full supervision) and real hands (label-free and pseudo-label
+terms) from the caches written by ``python -m app.mediapipe_labels``. Each row runs with one cue, drawn
+per row: ``fused`` (MediaPipe 2D + 3D landmarks), ``mediapipe`` (2D only) or ``network`` (image only);
+on synthetic rows the true hand length is given to the network for a fraction of the rows, so the
+camera-space path also learns with a known size. Terms (weights in :class:`FusedLossWeights`):
+
+synthetic rows (ground truth)
+  mesh / joints3d: L1 of the size-normalised wrist-relative mesh / joints (shape, without scale)
+  normal, edge: M3DHMR's surface terms on the normalised mesh
+  pose2d + heatmap: the network's own 2D joints (every stack) against the true 2D joints
+  scale: |log predicted hand length - log true hand length|
+  dgp_joints / dgp_verts: camera-space L1 after DGP (HandDGP)
+real rows (no ground truth)
+  real_pose2d + real_heatmap: the network's own 2D joints against MediaPipe's landmarks, robust (clipped
+      at 15 % of the crop) and weighted by MediaPipe's score
+  real_world3d: weak robust L1 between the normalised joints and MediaPipe's world landmarks (crop frame)
+  real_reproj: DGP reprojection consistency: camera-space joints projected into the crop against the
+      2D joints DGP solved with
+  real_prior: bone-length ratios of the normalised joints against the template's
+
+Outputs (``out_dir``): ``train_log.csv``, ``eval_log.csv`` (synthetic test hands found by MediaPipe,
+fused cue, and real held-out photos' 2D agreement), ``checkpoints/last.safetensors`` and
+``best.safetensors`` (loadable with ``models.checkpoint.load_checkpoint``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from models.checkpoint import save_checkpoint
+from models.config import get_preset
+from models.m3dhmr import M3DHMR, M3DHMROutput
+from models.mediapipe_frame import hand_length
+from models.paths import REPO_ROOT
+from training.losses import edge_length_loss, heatmap_kl_loss, mesh_edges, normal_loss
+from training.metrics import MetricAccumulator
+from training.mp_data import CueBatch, CueDataset, collate_cue_samples, load_cue_cache, photo_split
+from training.train import CsvLog
+
+CUES: tuple[str, ...] = ("fused", "mediapipe", "network")
+BONES: tuple[tuple[int, int], ...] = tuple((p, c) for c, p in enumerate((-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19)) if p >= 0)
+
+
+class FusedTrainError(RuntimeError):
+    """A fused training run cannot start (bad config, missing caches)."""
+
+
+@dataclass(frozen=True)
+class FusedLossWeights:
+    """Weights of the terms listed in the module docstring; 3D terms are divided by ``length_scale_m``."""
+
+    mesh: float = 1.0
+    joints3d: float = 1.0
+    normal: float = 0.1
+    edge: float = 1.0
+    pose2d: float = 1.0
+    heatmap: float = 0.1
+    scale: float = 0.5
+    dgp_joints: float = 1.0
+    dgp_verts: float = 0.5
+    real_pose2d: float = 1.0
+    real_heatmap: float = 0.1
+    real_world3d: float = 0.2
+    real_reproj: float = 0.5
+    real_prior: float = 0.2
+    heatmap_sigma_px: float = 4.0
+    length_scale_m: float = 0.2
+
+
+@dataclass(frozen=True)
+class FusedTrainConfig:
+    """One fused training run. Paths relative to the repository root unless absolute."""
+
+    name: str = "realtime_fused"
+    model_preset: str = "realtime_fused"
+    synth_cache: str = ""
+    photo_cache: str | None = None
+    test_cache: str | None = None
+    warm_start_from: str | None = None
+    out_dir: str = "runs/realtime_fused"
+    batch_size: int = 16
+    real_per_batch: int = 4
+    lr: float = 1e-3
+    lr_drop_fraction: float = 0.8
+    lr_gamma: float = 0.1
+    time_budget_s: float = 3600.0
+    max_steps: int | None = None
+    cue_probs: tuple[float, float, float] = (0.55, 0.2, 0.25)
+    given_length_prob: float = 0.3
+    eval_every_steps: int = 300
+    eval_samples: int = 400
+    checkpoint_every_steps: int = 100
+    log_every_steps: int = 10
+    num_workers: int = 1
+    seed: int = 0
+    loss: FusedLossWeights = field(default_factory=FusedLossWeights)
+
+    def resolve(self, path: str | None) -> Path | None:
+        if path is None or path == "":
+            return None
+        p = Path(path)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def load_fused_config(path: Path | str) -> FusedTrainConfig:
+    """Load a JSON config; unknown fields are an error."""
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = REPO_ROOT / p
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise FusedTrainError(f"cannot read training config {path}: {err}") from err
+    known = {f.name for f in dataclasses.fields(FusedTrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise FusedTrainError(f"{p}: unknown fields {unknown}")
+    if "loss" in raw:
+        raw["loss"] = FusedLossWeights(**raw["loss"])
+    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return FusedTrainConfig(**raw)
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def warm_start(model: M3DHMR, path: Path) -> dict[str, list[str]]:
+    """Copy every tensor of a checkpoint whose name and shape match; widen input layers that gained the
+    fused channels (old columns copied, new ones zero); zero the decoder's output head so that the
+    landmark skinning skip alone defines the first predictions. Returns what was copied/widened/skipped."""
+    from safetensors.torch import load_file
+
+    source = load_file(str(path))
+    target = model.state_dict()
+    report: dict[str, list[str]] = {"copied": [], "widened": [], "skipped": []}
+    with torch.no_grad():
+        for name, tensor in target.items():
+            if name not in source:
+                report["skipped"].append(name)
+                continue
+            src = source[name]
+            if src.shape == tensor.shape:
+                tensor.copy_(src)
+                report["copied"].append(name)
+            elif src.ndim == 2 and tensor.ndim == 2 and src.shape[0] == tensor.shape[0] and src.shape[1] < tensor.shape[1]:
+                tensor.zero_()
+                tensor[:, : src.shape[1]] = src
+                report["widened"].append(name)
+            else:
+                report["skipped"].append(name)
+        if model.skinning is not None:
+            model.decoder.head.weight.zero_()
+            model.decoder.head.bias.zero_()
+    model.load_state_dict(target)
+    return report
+
+
+# --------------------------------------------------------------------------------------------- forward + loss
+
+
+def draw_cues(batch: int, probs: tuple[float, ...], generator: torch.Generator) -> torch.Tensor:
+    """Cue index per row (0 fused, 1 mediapipe, 2 network), ``(B,)`` int64."""
+    p = torch.tensor(probs, dtype=torch.float64)
+    return torch.multinomial(p / p.sum(), batch, replacement=True, generator=generator)
+
+
+def forward_batch(model: M3DHMR, batch: CueBatch, cues: torch.Tensor, given_length: torch.Tensor | None) -> M3DHMROutput:
+    """Run the model on a batch with per-row cues (see :func:`draw_cues`); ``given_length (B,)`` metres
+    where > 0 fixes the hand length of that row."""
+    external_mask = (cues <= 1).to(batch.crops.dtype)
+    lm_mask = (cues == 0).to(batch.crops.dtype)
+    kwargs: dict[str, Any] = {}
+    if given_length is not None:
+        kwargs = {"hand_length_given": given_length.clamp_min(1e-3), "hand_length_mask": (given_length > 0).to(batch.crops.dtype)}
+    return model(batch.crops, batch.K_virt, joints_2d_external=batch.mp_uv, external_mask=external_mask,
+                 virt_to_cam=batch.virt_from_cam.transpose(1, 2), landmarks_3d=batch.mp_world_virt,
+                 landmarks_3d_mask=lm_mask, **kwargs)
+
+
+def _unit(points_rel: torch.Tensor, length: torch.Tensor, template_length: float) -> torch.Tensor:
+    return points_rel * (template_length / length.clamp_min(1e-3)).reshape(-1, 1, 1)
+
+
+class FusedLoss(torch.nn.Module):
+    """All terms of the module docstring for one forward; returns (total, detached terms)."""
+
+    def __init__(self, faces: np.ndarray, template_joints: torch.Tensor, template_length: float, weights: FusedLossWeights) -> None:
+        super().__init__()
+        faces_t = torch.as_tensor(faces, dtype=torch.long)
+        self.register_buffer("faces", faces_t, persistent=False)
+        self.register_buffer("edges", mesh_edges(faces_t), persistent=False)
+        bones = torch.tensor(BONES)
+        lengths = (template_joints[bones[:, 1]] - template_joints[bones[:, 0]]).norm(dim=-1)
+        self.register_buffer("bone_ratio", lengths / lengths.sum(), persistent=False)
+        self.register_buffer("bones", bones, persistent=False)
+        self.template_length = template_length
+        self.w = weights
+
+    def forward(self, out: M3DHMROutput, batch: CueBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        w, s = self.w, self.w.length_scale_m
+        crop = float(batch.crops.shape[-1])
+        terms: dict[str, torch.Tensor] = {}
+        gt = batch.has_gt
+        real = ~gt
+        joints_unit = _unit(out.joints_rel, hand_length(out.joints_rel), self.template_length)
+        if gt.any():
+            g = gt
+            gt_len = hand_length(batch.joints_rel[g])
+            gt_verts_unit = _unit(batch.verts_rel[g], gt_len, self.template_length)
+            gt_joints_unit = _unit(batch.joints_rel[g], gt_len, self.template_length)
+            pred_verts = out.vertices_unit[g]
+            terms["mesh"] = (pred_verts - gt_verts_unit).abs().mean() / s
+            terms["joints3d"] = (joints_unit[g] - gt_joints_unit).abs().mean() / s
+            terms["normal"] = normal_loss(pred_verts, gt_verts_unit, self.faces)
+            terms["edge"] = edge_length_loss(pred_verts, gt_verts_unit, self.edges, s)
+            stacks = out.joints_2d_stacks[g]
+            terms["pose2d"] = (stacks - batch.joints_uv[g].unsqueeze(1)).abs().mean() / crop
+            terms["heatmap"] = heatmap_kl_loss(out.heatmaps[g], batch.joints_uv[g], int(crop), w.heatmap_sigma_px)
+            terms["scale"] = (torch.log(out.hand_length_pred[g]) - torch.log(gt_len)).abs().mean()
+            terms["dgp_joints"] = (out.joints_cam[g] - batch.joints_cam[g]).abs().mean() / s
+            terms["dgp_verts"] = (out.vertices_cam[g] - batch.verts_cam[g]).abs().mean() / s
+        if real.any():
+            r = real
+            score = batch.mp_score[r].clamp(0.0, 1.0).reshape(-1, 1, 1, 1)
+            diff = (out.joints_2d_stacks[r] - batch.mp_uv[r].unsqueeze(1)).abs() / crop
+            terms["real_pose2d"] = (diff.clamp_max(0.15) * score).mean()
+            terms["real_heatmap"] = heatmap_kl_loss(out.heatmaps[r], batch.mp_uv[r], int(crop), w.heatmap_sigma_px)
+            mp_unit = _unit(batch.mp_world_virt[r], hand_length(batch.mp_world_virt[r]), self.template_length)
+            terms["real_world3d"] = ((joints_unit[r] - mp_unit).abs() / s).clamp_max(0.1).mean()
+            virt = out.joints_virt[r]
+            uvw = virt @ batch.K_virt[r].transpose(1, 2)
+            projected = uvw[..., :2] / uvw[..., 2:3].clamp_min(1e-3)
+            terms["real_reproj"] = ((projected - out.joints_2d_used[r]).abs() / crop).clamp_max(0.2).mean()
+            bone = (joints_unit[r][:, self.bones[:, 1]] - joints_unit[r][:, self.bones[:, 0]]).norm(dim=-1)
+            ratio = bone / bone.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+            terms["real_prior"] = (ratio - self.bone_ratio).abs().mean() * len(BONES)
+        weights = dataclasses.asdict(w)
+        total = torch.stack([weights[k] * v for k, v in terms.items()]).sum()
+        return total, {k: v.detach() for k, v in terms.items()}
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_synthetic(model: M3DHMR, dataset: CueDataset, cue: str, batch_size: int = 64,
+                       given_length: bool = False) -> dict[str, float]:
+    """Metrics on synthetic cached hands (found by MediaPipe) with one cue; camera-space vs ground truth."""
+    was = model.training
+    model.eval()
+    acc = MetricAccumulator()
+    lengths_pred, lengths_gt = [], []
+    cue_id = CUES.index(cue)
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_cue_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+        cues = torch.full((len(batch),), cue_id, dtype=torch.long)
+        given = hand_length(batch.joints_cam) if given_length else None
+        out = forward_batch(model, batch, cues, given)
+        acc.update(out.joints_cam, batch.joints_cam, out.vertices_cam, batch.verts_cam)
+        lengths_pred.append(out.hand_length_used)
+        lengths_gt.append(hand_length(batch.joints_cam))
+    model.train(was)
+    metrics = acc.compute().to_dict()
+    ratio = torch.cat(lengths_pred) / torch.cat(lengths_gt)
+    metrics["hand_length_ratio_median"] = float(ratio.median())
+    metrics["hand_length_abs_log_error"] = float(torch.log(ratio).abs().mean())
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -> dict[str, float]:
+    """Held-out real hands: the network's own 2D joints (network cue) against MediaPipe's landmarks, in
+    fractions of the landmark box diagonal (mean, PCK@0.1) and the extent ratio (own 2D box diagonal /
+    landmark box diagonal)."""
+    was = model.training
+    model.eval()
+    errors, extents = [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_cue_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+        out = forward_batch(model, batch, torch.full((len(batch),), 2, dtype=torch.long), None)
+        ref = batch.mp_uv
+        diag = (ref.amax(1) - ref.amin(1)).norm(dim=-1).clamp_min(1e-6)
+        own = out.joints_2d_pred
+        errors.append((own - ref).norm(dim=-1) / diag.reshape(-1, 1))
+        extents.append((own.amax(1) - own.amin(1)).norm(dim=-1) / diag)
+    model.train(was)
+    err = torch.cat(errors)
+    return {"real_2d_mean": float(err.mean()), "real_pck10": float((err < 0.1).float().mean()),
+            "real_extent_ratio": float(torch.cat(extents).median())}
+
+
+# --------------------------------------------------------------------------------------------- loop
+
+
+def _as_list(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    return samples
+
+
+class FusedTrainer:
+    """Owns the model, optimizer, data and logs of one fused run."""
+
+    def __init__(self, cfg: FusedTrainConfig, device: torch.device | str = "cpu", show_progress: bool = True) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.show_progress = show_progress
+        torch.manual_seed(cfg.seed)
+        self.model = M3DHMR.from_config(get_preset(cfg.model_preset)).to(self.device)
+        self.warm_report: dict[str, list[str]] | None = None
+        warm = cfg.resolve(cfg.warm_start_from)
+        if warm is not None:
+            self.warm_report = warm_start(self.model, warm)
+        synth_path = cfg.resolve(cfg.synth_cache)
+        if synth_path is None:
+            raise FusedTrainError("synth_cache is required")
+        self.synth = load_cue_cache(synth_path)
+        self.photos = load_cue_cache(cfg.resolve(cfg.photo_cache)) if cfg.photo_cache else None  # type: ignore[arg-type]
+        self.train_synth = CueDataset(self.synth, None, augment=True, seed=cfg.seed)
+        num_vertices = int(self.model.decoder.template.shape[0])
+        self.train_real = (CueDataset(None, self.photos, augment=True, seed=cfg.seed + 1, num_vertices=num_vertices)
+                           if self.photos is not None else None)
+        test_path = cfg.resolve(cfg.test_cache)
+        self.test_set: CueDataset | None = None
+        if test_path is not None:
+            test = load_cue_cache(test_path)
+            keep = np.arange(min(len(test), cfg.eval_samples))
+            test.arrays = {k: v[keep] for k, v in test.arrays.items()}
+            self.test_set = CueDataset(test, None, augment=False)
+        self.real_held_out: CueDataset | None = None
+        if self.photos is not None:
+            self.real_held_out = CueDataset(None, self.photos, augment=False, num_vertices=num_vertices,
+                                            photo_indices=photo_split(self.photos, held_out=True))
+        template_joints = self.model.joint_regressor @ self.model.decoder.template
+        self.loss_fn = FusedLoss(self.model.faces, template_joints.cpu(), self.model.template_hand_length, cfg.loss).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.out_dir = cfg.resolve(cfg.out_dir) or REPO_ROOT / "runs" / cfg.name
+        self.step = 0
+        self.best = math.inf
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def _loaders(self) -> tuple[DataLoader, DataLoader | None]:
+        synth_bs = self.cfg.batch_size - (self.cfg.real_per_batch if self.train_real is not None else 0)
+        synth = DataLoader(self.train_synth, batch_size=synth_bs, shuffle=True, drop_last=True, collate_fn=_as_list,
+                           num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
+                           generator=torch.Generator().manual_seed(self.cfg.seed))
+        real = None
+        if self.train_real is not None and self.cfg.real_per_batch > 0:
+            real = DataLoader(self.train_real, batch_size=self.cfg.real_per_batch, shuffle=True, drop_last=True,
+                              collate_fn=_as_list, num_workers=0, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
+        return synth, real
+
+    def save(self, name: str, extra: dict[str, Any] | None = None) -> Path:
+        path = self.out_dir / "checkpoints" / f"{name}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"train_config": self.cfg.to_json(), "step": str(self.step), "trainer": "training.train_fused"}
+        if extra:
+            meta.update({k: json.dumps(v) for k, v in extra.items()})
+        save_checkpoint(self.model, path, extra_metadata=meta)
+        return path
+
+    def evaluate(self) -> dict[str, float]:
+        row: dict[str, float] = {}
+        if self.test_set is not None:
+            metrics = evaluate_synthetic(self.model, self.test_set, "fused")
+            row.update({f"fused_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        if self.real_held_out is not None:
+            row.update(evaluate_real_2d(self.model, self.real_held_out))
+        return row
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "train_config.json").write_text(cfg.to_json(), encoding="utf-8")
+        train_log = CsvLog(self.out_dir / "train_log.csv")
+        eval_log = CsvLog(self.out_dir / "eval_log.csv")
+        synth_loader, real_loader = self._loaders()
+        real_iter = iter(real_loader) if real_loader is not None else None
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        count = 0
+        epoch = 0
+        done = False
+        self.model.train()
+        while not done:
+            self.train_synth.epoch = epoch
+            for samples in synth_loader:
+                elapsed = time.perf_counter() - t0
+                if elapsed >= cfg.time_budget_s or (cfg.max_steps is not None and self.step >= cfg.max_steps):
+                    done = True
+                    break
+                if real_iter is not None:
+                    try:
+                        samples = samples + next(real_iter)
+                    except StopIteration:
+                        assert real_loader is not None
+                        real_iter = iter(real_loader)
+                        samples = samples + next(real_iter)
+                batch = collate_cue_samples(samples).to(self.device)
+                progress = max(elapsed / cfg.time_budget_s, (self.step / cfg.max_steps) if cfg.max_steps else 0.0)
+                lr = cfg.lr * (cfg.lr_gamma if progress >= cfg.lr_drop_fraction else 1.0)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                cues = draw_cues(len(batch), cfg.cue_probs, self.generator).to(self.device)
+                given = None
+                if cfg.given_length_prob > 0:
+                    pick = (torch.rand(len(batch), generator=self.generator) < cfg.given_length_prob).to(self.device) & batch.has_gt
+                    given = torch.where(pick, hand_length(batch.joints_cam), torch.zeros(len(batch), device=self.device))
+                out = forward_batch(self.model, batch, cues, given)
+                total, terms = self.loss_fn(out, batch)
+                if not torch.isfinite(total):
+                    raise FusedTrainError(f"loss became {float(total)} at step {self.step}")
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+                self.optimizer.step()
+                self.step += 1
+                sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+                if self.step % cfg.log_every_steps == 0:
+                    row = {"step": self.step, "lr": lr, "elapsed_s": round(time.perf_counter() - t0, 1)}
+                    row.update({k: round(v / count, 5) for k, v in sums.items()})
+                    train_log.write(row)
+                    if self.show_progress:
+                        print(json.dumps(row), flush=True)
+                    sums, count = {}, 0
+                if cfg.checkpoint_every_steps > 0 and self.step % cfg.checkpoint_every_steps == 0:
+                    self.save("last")
+                if cfg.eval_every_steps > 0 and self.step % cfg.eval_every_steps == 0:
+                    self._eval_and_keep(eval_log)
+            epoch += 1
+        final = self._eval_and_keep(eval_log)
+        self.save("last")
+        summary = {"steps": self.step, "elapsed_s": time.perf_counter() - t0, "final": final,
+                   "warm_start": {k: len(v) for k, v in (self.warm_report or {}).items()}}
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        return summary
+
+    def _eval_and_keep(self, eval_log: CsvLog) -> dict[str, float]:
+        row = self.evaluate()
+        eval_log.write({"step": self.step, **row})
+        if self.show_progress:
+            print("eval", json.dumps(row), flush=True)
+        # model selection: synthetic fused PA-MPJPE plus the real 2D error (both lower is better)
+        score = row.get("fused_pa_mpjpe_mm", 0.0) + 100.0 * row.get("real_2d_mean", 0.0)
+        if score < self.best:
+            self.best = score
+            self.save("best", {"eval": row})
+        return row
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m training.train_fused", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--time-budget-s", type=float, default=None)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--out-dir", default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    cfg = load_fused_config(args.config)
+    overrides: dict[str, Any] = {}
+    if args.time_budget_s is not None:
+        overrides["time_budget_s"] = args.time_budget_s
+    if args.max_steps is not None:
+        overrides["max_steps"] = args.max_steps
+    if args.out_dir is not None:
+        overrides["out_dir"] = str(Path(args.out_dir).resolve())
+    cfg = dataclasses.replace(cfg, **overrides)
+    trainer = FusedTrainer(cfg, args.device)
+    summary = trainer.fit()
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
