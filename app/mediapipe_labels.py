@@ -31,6 +31,7 @@ keeps its finished chunks and resumes where it stopped. Arrays in a chunk (H = h
     python -m app.mediapipe_labels synth --seed 0 --n 12000 --workers 2
     python -m app.mediapipe_labels photos --root ../shared/real/photos
     python -m app.mediapipe_labels frame-report --n 200     # the world-landmark frame (models.mediapipe_frame)
+    python -m app.mediapipe_labels offset-report --cache data/mediapipe_labels/synth_<key>_seed0
 """
 from __future__ import annotations
 
@@ -355,6 +356,114 @@ def frame_report(n: int, seed: int) -> dict[str, Any]:
     }
 
 
+def _palm_frames(joints: np.ndarray) -> np.ndarray:
+    """``(N, 3, 3)`` rows = hand-local axes (x: index MCP -> little MCP, y: wrist -> middle MCP, z: x cross y)."""
+    y = joints[:, 9] - joints[:, 0]
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    x = joints[:, 17] - joints[:, 5]
+    x -= (x * y).sum(1, keepdims=True) * y
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return np.stack([x, y, np.cross(x, y)], axis=1)
+
+
+def offset_report(folder: Path) -> dict[str, Any]:
+    """Per-joint systematic offset between MediaPipe's landmarks and our joints, from a synthetic cache.
+
+    2D: each MediaPipe landmark is back-projected (crop camera) to the depth of the true joint; the
+    offset to the true joint is expressed in the hand's local frame (``_palm_frames``) and averaged over
+    hands (a systematic offset survives the averaging, noise does not). 3D: the same for MediaPipe's
+    world landmarks after a best rotation onto the true wrist-relative joints. Millimetres.
+    """
+    from app.detection import NUM_LANDMARKS
+    from models.hand.anatomy import JOINT_NAMES
+
+    with_gt = [c for c in sorted(folder.glob("chunk_*.npz"))]
+    parts: dict[str, list[np.ndarray]] = {}
+    for chunk in with_gt:
+        with np.load(chunk) as data:
+            if "joints_cam" not in data.files:
+                continue
+            for key in ("mp_uv_crop", "mp_world_virt", "K_virt", "virt_from_cam", "joints_cam"):
+                parts.setdefault(key, []).append(data[key].astype(np.float64))
+    if not parts:
+        raise LabelCacheError(f"{folder} holds no synthetic hands with ground truth")
+    a = {k: np.concatenate(v) for k, v in parts.items()}
+    joints_virt = np.einsum("nij,nkj->nki", a["virt_from_cam"], a["joints_cam"])
+    k = a["K_virt"]
+    depth = joints_virt[..., 2]
+    x = (a["mp_uv_crop"][..., 0] - k[:, None, 0, 2]) / k[:, None, 0, 0] * depth
+    y = (a["mp_uv_crop"][..., 1] - k[:, None, 1, 2]) / k[:, None, 1, 1] * depth
+    offsets_2d = np.stack([x, y, depth], axis=-1) - joints_virt
+    frames = _palm_frames(joints_virt)
+    local_2d = np.einsum("nij,nkj->nki", frames, offsets_2d)
+    rel = joints_virt - joints_virt[:, :1]
+    offsets_3d = []
+    for i in range(len(rel)):
+        rotation = _rotation_fit(a["mp_world_virt"][i], rel[i])
+        fitted = (a["mp_world_virt"][i] - a["mp_world_virt"][i].mean(0)) @ rotation.T + rel[i].mean(0)
+        offsets_3d.append(fitted - rel[i])
+    local_3d = np.einsum("nij,nkj->nki", frames, np.array(offsets_3d))
+    rows = []
+    for j in range(NUM_LANDMARKS):
+        mean2 = 1000 * local_2d[:, j].mean(0)
+        mean3 = 1000 * local_3d[:, j].mean(0)
+        rows.append({"joint": JOINT_NAMES[j],
+                     "offset_2d_mm_xyz_local": mean2.round(1).tolist(), "offset_2d_mm": round(float(np.linalg.norm(mean2[:2])), 1),
+                     "scatter_2d_mm": round(float(1000 * np.linalg.norm(offsets_2d[:, j, :2], axis=1).mean()), 1),
+                     "offset_3d_mm_xyz_local": mean3.round(1).tolist(), "offset_3d_mm": round(float(np.linalg.norm(mean3)), 1)})
+    return {"hands": int(len(rel)), "frame": "hand-local: x index MCP -> little MCP, y wrist -> middle MCP, z palm normal",
+            "joints": rows}
+
+
+FLEXION_TRIPLES: tuple[tuple[int, int, int], ...] = tuple(
+    (a, b, c) for finger in range(5) for a, b, c in (
+        (0 if finger else 0, 1 + 4 * finger, 2 + 4 * finger), (1 + 4 * finger, 2 + 4 * finger, 3 + 4 * finger),
+        (2 + 4 * finger, 3 + 4 * finger, 4 + 4 * finger))
+)
+"""(parent, joint, child) of the 15 finger joints whose bend angle describes a hand pose (rotation-free)."""
+
+
+def flexion_angles(joints: np.ndarray) -> np.ndarray:
+    """``(N, 15)`` bend angles in degrees (0 = straight) of ``(N, 21, 3)`` joints."""
+    out = []
+    for a, b, c in FLEXION_TRIPLES:
+        u = joints[:, b] - joints[:, a]
+        v = joints[:, c] - joints[:, b]
+        cos = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-9)
+        out.append(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return np.stack(out, axis=1)
+
+
+def pose_report(synth: Path, photos: Path) -> dict[str, Any]:
+    """How far our synthetic pose distribution is from the poses in real photos, both seen through
+    MediaPipe's world landmarks (same estimator on both sides): per finger joint the 1D Wasserstein
+    distance between the bend-angle distributions (degrees), its mean, and the mean bends."""
+    from scipy.stats import wasserstein_distance
+
+    def angles(folder: Path, key: str) -> np.ndarray:
+        rows = []
+        for chunk in sorted(folder.glob("chunk_*.npz")):
+            with np.load(chunk) as data:
+                if key in data.files:
+                    rows.append(data[key].astype(np.float64))
+        if not rows:
+            raise LabelCacheError(f"{folder} has no {key}")
+        return flexion_angles(np.concatenate(rows))
+
+    real = angles(photos, "mp_world")
+    ours_mp = angles(synth, "mp_world")
+    ours_true = angles(synth, "joints_cam")
+    per_joint = [wasserstein_distance(real[:, j], ours_mp[:, j]) for j in range(real.shape[1])]
+    return {
+        "hands_real": int(len(real)), "hands_synthetic": int(len(ours_mp)),
+        "wasserstein_deg_per_joint": np.round(per_joint, 1).tolist(),
+        "wasserstein_deg_mean": round(float(np.mean(per_joint)), 2),
+        "mean_bend_deg_real": round(float(real.mean()), 1),
+        "mean_bend_deg_synthetic_mediapipe": round(float(ours_mp.mean()), 1),
+        "mean_bend_deg_synthetic_truth": round(float(ours_true.mean()), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.mediapipe_labels", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -370,12 +479,21 @@ def main(argv: list[str] | None = None) -> int:
     p_frame = sub.add_parser("frame-report", help="measure the frame of MediaPipe's world landmarks")
     p_frame.add_argument("--n", type=int, default=200)
     p_frame.add_argument("--seed", type=int, default=4242)
+    p_offset = sub.add_parser("offset-report", help="per-joint systematic offset of MediaPipe's landmarks vs ours")
+    p_offset.add_argument("--cache", type=Path, required=True, help="a synth_* cache folder")
+    p_pose = sub.add_parser("pose-report", help="synthetic vs real pose distribution (bend angles)")
+    p_pose.add_argument("--synth", type=Path, required=True, help="a synth_* cache folder")
+    p_pose.add_argument("--photos", type=Path, required=True, help="a photos_* cache folder")
     args = parser.parse_args(argv)
     try:
         if args.command == "synth":
             print(build_synth(args.out, args.seed, args.n, max(1, args.workers), args.chunk))
         elif args.command == "photos":
             print(build_photos(args.out, args.root, max(1, args.workers), args.chunk))
+        elif args.command == "pose-report":
+            print(json.dumps(pose_report(args.synth, args.photos), indent=1))
+        elif args.command == "offset-report":
+            print(json.dumps(offset_report(args.cache), indent=1))
         else:
             print(json.dumps(frame_report(args.n, args.seed), indent=2))
     except (LabelCacheError, OSError) as err:

@@ -84,7 +84,7 @@ def bench_torch(model: M3DHMR, batches: list[int], runs: int, warmup: int, devic
 def bench_onnx(model: M3DHMR, batches: list[int], runs: int, warmup: int, threads: int) -> dict[str, Any]:
     import onnxruntime as ort
 
-    from models.export_onnx import INPUT_NAMES, export_onnx
+    from models.export_onnx import example_inputs, export_onnx, input_names_for
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -101,12 +101,12 @@ def bench_onnx(model: M3DHMR, batches: list[int], runs: int, warmup: int, thread
             per_batch = {}
             for batch in batches:
                 crops, k_virt, virt_to_cam = network_inputs(batch, model.crop_size, torch.device("cpu"))
-                feeds = dict(
-                    zip(
-                        INPUT_NAMES,
-                        (crops.numpy(), k_virt.numpy(), virt_to_cam.numpy(), np.zeros((batch, 21, 2), np.float32), np.zeros(batch, np.float32)),
-                    )
-                )
+                assert model.config is not None
+                names = input_names_for(model.config)
+                extra = example_inputs(batch, model.crop_size, model.config)[5:]  # fused landmarks / hand length
+                values = (crops.numpy(), k_virt.numpy(), virt_to_cam.numpy(), np.zeros((batch, 21, 2), np.float32),
+                          np.zeros(batch, np.float32), *(t.numpy() for t in extra))
+                feeds = dict(zip(names, values))
                 stats = time_calls(lambda: session.run(None, feeds), runs, warmup)
                 per_batch[str(batch)] = {**stats, "per_hand_p50_ms": stats["p50_ms"] / batch}
             results[providers[0]] = per_batch

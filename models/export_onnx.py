@@ -15,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-import onnx
 import torch
 from torch import Tensor, nn
 
@@ -138,12 +137,16 @@ def export_onnx(model: M3DHMR, path: Path | str, opset: int = DEFAULT_OPSET) -> 
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+    import onnx  # imported here: the constants above are needed on machines without onnx (GPU run)
+
     onnx.save_model(proto, str(path))
     return path
 
 
 def read_onnx_metadata(path: Path | str) -> dict[str, str]:
     """``metadata_props`` of an ONNX file as a dict (without loading the weights into memory twice)."""
+    import onnx
+
     proto = onnx.load_model(str(path), load_external_data=False)
     return {entry.key: entry.value for entry in proto.metadata_props}
 

@@ -73,6 +73,18 @@ def xvfb_display() -> Iterator[str]:
             proc.kill()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_qt_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Settings the window remembers (QSettings) go to a temporary folder, never the user's own."""
+    try:
+        from PyQt6.QtCore import QSettings
+    except ImportError:  # a machine without Qt (e.g. the GPU image) has no window settings to protect
+        yield
+        return
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path_factory.mktemp("qt_settings")))
+    yield
+
+
 def gui_threads_alive() -> list[str]:
     """Names of live threads started by the GUI code (worker and renderer)."""
     import threading

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -20,10 +21,20 @@ from models.errors import CheckpointError
 from models.inference_runners import RUNNER_OUTPUTS, RunnerError, example_inputs, make_runner
 from models.m3dhmr import M3DHMR
 from models.paths import ASSETS_DIR, REPO_ROOT
-from training.gpu_run import MAX_OUT_FILES, TINY_MODEL, WEIGHT_FILE_LIMIT, OutFolder
+from training.gpu_run import MAX_OUT_FILES, TINY_MODEL, WEIGHT_FILE_LIMIT, GpuRunError, OutFolder
 from training.weight_parts import MIB, join_parts, layout_file_bytes, part_info, resolve_checkpoint, write_limited_weights
 
 SMOKE_TIMEOUT_S = 170
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a small, busy CPU two OpenMP threads waiting on each other made these tiny
+    steps many times slower (see training.gpu_run, smoke mode)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +109,7 @@ def test_out_folder_keeps_to_eight_files_and_64_mib(tmp_path: Path) -> None:
     assert "64 MiB" in (out.room([15 * MIB] * 5) or "")
     assert "file limit" in (out.room([1000] * (MAX_OUT_FILES - 2)) or "")  # the 3 report files are reserved
     (tmp_path / "out" / "stray.txt").write_text("x")
-    with pytest.raises(Exception, match="not empty"):
+    with pytest.raises(GpuRunError, match="not empty"):
         OutFolder(tmp_path / "out")
 
 

@@ -70,7 +70,7 @@ def test_window_on_a_scripted_source(qtbot, tmp_path: Path, xvfb_display: str) -
         qtbot.waitUntil(lambda: window.frames_displayed >= 2, timeout=10000)
         qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=60000)
         first_3d = window.view3d.image.copy()
-        assert window.hands_label.text() == "hands: 1"
+        assert window.hands_label.text().startswith("hands: 1 | cue: ")
         assert window.intrinsics_label.isVisibleTo(window)  # the fake marks its intrinsics as assumed
         assert "fake-backend" in window.backend_label.text()
         # The scripted hand sweeps sideways: the 3D image follows it.
@@ -158,7 +158,7 @@ def test_window_on_the_real_clip(qtbot, tmp_path: Path, xvfb_display: str, real_
         first_label = window.fps_label.text()
         qtbot.waitUntil(lambda: window.frames_displayed >= 6 and window.fps_label.text() != first_label, timeout=30000)
         assert processing_fps(window) > 0
-        assert window.hands_label.text() == "hands: 1"
+        assert window.hands_label.text().startswith("hands: 1 | cue: ")
         assert window.intrinsics_label.isVisibleTo(window)
         qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=60000)
         # Hand, grid and frustum are drawn in 3D, and the drawn hand follows the (moving) real hand.

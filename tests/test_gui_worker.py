@@ -6,8 +6,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import cv2
 import pytest
@@ -26,6 +25,9 @@ T = TypeVar("T")
 STEP_TIMEOUT_S = 60.0
 """How long a stepped test waits for a worker thread to reach its next step (a deadlock guard only:
 each step is milliseconds of work)."""
+WAIT_MS = int(STEP_TIMEOUT_S * 1000)
+"""The same guard for ``qtbot.waitUntil`` (milliseconds): how long a loaded machine may take, not how
+long the worker should take."""
 
 
 class Factory:
@@ -41,7 +43,8 @@ class Factory:
         return pipeline
 
 
-def wait_until(predicate, timeout: float = 5.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = STEP_TIMEOUT_S) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (its last value)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -268,13 +271,13 @@ def test_source_error_is_reported_and_a_lost_camera_can_be_reopened(qtbot) -> No
     worker.set_source(lambda: lost)
     worker.start()
     try:
-        qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+        qtbot.waitUntil(lambda: bool(errors), timeout=WAIT_MS)
         assert "stopped delivering" in errors[0] and lost.closed
         reopened = CountingSource(frames=None, name="camera:0")
         opened: list[str] = []
         worker.source_opened.connect(opened.append)
         worker.set_source(lambda: reopened)
-        qtbot.waitUntil(lambda: reopened.read_count > 5, timeout=5000)
+        qtbot.waitUntil(lambda: reopened.read_count > 5, timeout=WAIT_MS)
         assert opened == ["camera:0"]
     finally:
         worker.stop()
@@ -293,10 +296,10 @@ def test_unopenable_source_and_finite_source_end_are_signalled(qtbot, tmp_path: 
     worker.set_source(lambda: open_source(tmp_path / "missing.mp4"))
     worker.start()
     try:
-        qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+        qtbot.waitUntil(lambda: bool(errors), timeout=WAIT_MS)
         assert "not found" in errors[0].lower()
         worker.set_source(lambda: CountingSource(frames=4, name="four"))
-        qtbot.waitUntil(lambda: bool(ended), timeout=5000)
+        qtbot.waitUntil(lambda: bool(ended), timeout=WAIT_MS)
         assert ended == ["four"]
     finally:
         worker.stop()
@@ -311,14 +314,14 @@ def test_settings_rebuild_only_when_backend_changes(qtbot) -> None:
     worker.set_source(lambda: CountingSource())
     worker.start()
     try:
-        qtbot.waitUntil(lambda: ready == ["fake-onnx"], timeout=5000)
+        qtbot.waitUntil(lambda: ready == ["fake-onnx"], timeout=WAIT_MS)
         smooth_off = with_options(worker.settings, max_hands=1, smoothing=SmoothingParams(enabled=False))
         worker.update_settings(smooth_off)
         first = factory.built[0][0]
-        qtbot.waitUntil(lambda: first.option_updates == 1, timeout=5000)
+        qtbot.waitUntil(lambda: first.option_updates == 1, timeout=WAIT_MS)
         assert first.options.max_hands == 1 and len(factory.built) == 1
         worker.update_settings(replace(smooth_off, backend="torch"))
-        qtbot.waitUntil(lambda: ready == ["fake-onnx", "fake-torch"], timeout=5000)
+        qtbot.waitUntil(lambda: ready == ["fake-onnx", "fake-torch"], timeout=WAIT_MS)
         assert first.closed and factory.built[1][1].options.max_hands == 1
     finally:
         worker.stop()
@@ -340,10 +343,10 @@ def test_failing_pipeline_factory_is_reported_not_fatal(qtbot) -> None:
     worker.set_source(lambda: CountingSource())
     worker.start()
     try:
-        qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+        qtbot.waitUntil(lambda: bool(errors), timeout=WAIT_MS)
         assert "no CUDA device" in errors[0]
         worker.update_settings(replace(worker.settings, device="cpu"))
-        qtbot.waitUntil(lambda: calls == ["cuda", "cpu"], timeout=5000)
+        qtbot.waitUntil(lambda: calls == ["cuda", "cpu"], timeout=WAIT_MS)
     finally:
         worker.stop()
 
@@ -358,11 +361,11 @@ def test_recording_writes_one_jsonl_line_and_one_video_frame_per_processed_frame
     worker.set_source(lambda: CountingSource(size=(160, 120)))
     worker.start()
     try:
-        qtbot.waitUntil(lambda: len(results) >= 2, timeout=5000)
+        qtbot.waitUntil(lambda: len(results) >= 2, timeout=WAIT_MS)
         worker.start_recording(tmp_path / "rec.mp4", tmp_path / "rec.jsonl")
-        qtbot.waitUntil(lambda: sum(1 for r in results if r.recording) >= 8, timeout=5000)
+        qtbot.waitUntil(lambda: sum(1 for r in results if r.recording) >= 8, timeout=WAIT_MS)
         worker.stop_recording()
-        qtbot.waitUntil(lambda: len(changes) == 2, timeout=5000)
+        qtbot.waitUntil(lambda: len(changes) == 2, timeout=WAIT_MS)
     finally:
         worker.stop()
     assert changes[0][0] is True and changes[1][0] is False
@@ -384,10 +387,12 @@ def test_recording_writes_one_jsonl_line_and_one_video_frame_per_processed_frame
 
 
 def test_stop_is_prompt_and_idempotent() -> None:
-    worker = LiveWorker(Factory(delay_s=0.05), realtime=True)
+    factory = Factory(delay_s=0.05)
+    worker = LiveWorker(factory, realtime=True)
     worker.set_source(lambda: CountingSource())
     worker.start()
-    time.sleep(0.2)
+    # Stop while frames flow (the pipeline is mid-frame or about to be), not before anything started.
+    assert wait_until(lambda: bool(factory.built) and len(factory.built[0][0].processed) >= 2)
     start = time.perf_counter()
     worker.stop()
     worker.stop()

@@ -65,14 +65,14 @@ def test_benchmark_reports_stages_and_mediapipe_ratio(tmp_path: Path, clip: Path
                      "--frames", "4", "--warmup", "2", "--both-cues", "--json", str(report_path)])
     assert code == 0
     report = json.loads(report_path.read_text())
-    assert set(report["pipeline"]) == {"mediapipe", "network"}
-    stages = report["pipeline"]["mediapipe"]["stages_ms"]
+    assert set(report["pipeline"]) == {"fused", "mediapipe", "network"}
+    stages = report["pipeline"]["fused"]["stages_ms"]
     assert set(stages) >= {"read", "detect", "crop", "network", "dgp", "smoothing", "draw", "total"}
     assert all(stages[s]["p95"] >= stages[s]["p50"] >= 0.0 for s in stages)
-    assert report["pipeline"]["mediapipe"]["frames"] == 4
+    assert report["pipeline"]["fused"]["frames"] == 4
     assert report["mediapipe_alone"]["fps"] > 0
     ratio = report["ratio_end_to_end_over_mediapipe"]
-    assert ratio == pytest.approx(report["pipeline"]["mediapipe"]["fps_end_to_end"] / report["mediapipe_alone"]["fps"])
+    assert ratio == pytest.approx(report["pipeline"]["fused"]["fps_end_to_end"] / report["mediapipe_alone"]["fps"])
     assert report["hardware"]["backend"].startswith("torch")
     out = capsys.readouterr().out
     assert "MediaPipe alone" in out and "end-to-end FPS" in out

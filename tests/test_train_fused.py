@@ -140,3 +140,20 @@ def test_trainer_runs_mixed_batches_and_writes_loadable_checkpoints(caches: dict
 def test_shipped_training_config_loads() -> None:
     cfg = load_fused_config("training/configs/realtime_fused_cpu.json")
     assert cfg.model_preset == "realtime_fused" and abs(sum(cfg.cue_probs) - 1.0) < 1e-6
+
+
+def test_amplitude_mixing_keeps_geometry_and_moves_low_frequencies() -> None:
+    from training.appearance import mix_amplitude_spectrum
+
+    rng = np.random.default_rng(0)
+    synthetic = np.zeros((64, 64, 3), np.uint8)
+    synthetic[20:44, 28:36] = 220  # a bright bar: its edges carry the geometry
+    real = np.clip(rng.normal(90, 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+    assert np.array_equal(mix_amplitude_spectrum(synthetic, real, weight=0.0), synthetic)
+    mixed = mix_amplitude_spectrum(synthetic, real, band=0.05, weight=1.0)
+    # the mean brightness (DC amplitude) follows the real photo; the bar's edges (the geometry) stay put
+    assert abs(float(mixed.mean()) - float(real.mean())) < abs(float(synthetic.mean()) - float(real.mean())) / 2
+    edges = np.abs(np.diff(mixed[32, :, 0].astype(float)))
+    assert set(np.argsort(edges)[-2:]) == {27, 35}
+    with pytest.raises(ValueError):
+        mix_amplitude_spectrum(synthetic, real[:32])

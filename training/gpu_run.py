@@ -416,7 +416,8 @@ class GpuRun:
         args, plan = self.args, self.plan
         path = args.config or PRESET_CONFIGS.get(self.preset, PRESET_CONFIGS["realtime_slim"])
         base = load_train_config(path)
-        cores = max(1, (os.cpu_count() or 2) // self.dist.world_size)
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+        cores = max(1, usable // self.dist.world_size)
         workers = args.workers if args.workers is not None else (1 if args.smoke else max(1, cores - 1))
         data = dataclasses.replace(base.data, num_workers=workers, two_views=True, samples_per_epoch=10_000_000,
                                    eval_samples=plan.eval_subset, unique_samples=0)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from models.config import crops_to_network_input
+from training.appearance import mix_amplitude_spectrum
 from training.synth.augment import random_color_jitter
 
 HELD_OUT_FRACTION: float = 0.1
@@ -99,13 +100,16 @@ class CueDataset(Dataset):
     """Hands from a synthetic cache and (optionally) a photo cache, one sample per index.
 
     Indices ``[0, n_synth)`` are synthetic, ``[n_synth, n_synth + n_real)`` are training photos.
+    ``spectrum_source`` / ``spectrum_mix_prob``: with that probability a synthetic crop's low-frequency
+    amplitude spectrum is mixed with a random training photo's (``training.appearance``).
     ``augment``: photometric jitter of the crop (seeded by ``seed`` and the index, so a sample is a
     deterministic function of (seed, index, epoch)). ``num_vertices``: mesh size of the zero placeholders
     that photo samples carry (default: the synthetic cache's, else 0).
     """
 
     def __init__(self, synth: CueCache | None, photos: CueCache | None = None, *, augment: bool = True,
-                 seed: int = 0, photo_indices: np.ndarray | None = None, num_vertices: int | None = None) -> None:
+                 seed: int = 0, photo_indices: np.ndarray | None = None, num_vertices: int | None = None,
+                 spectrum_source: CueCache | None = None, spectrum_mix_prob: float = 0.0) -> None:
         self.synth = synth
         self.photos = photos
         self.augment = augment
@@ -119,6 +123,10 @@ class CueDataset(Dataset):
         if num_vertices is None:
             num_vertices = int(synth.arrays["verts_cam"].shape[1]) if synth is not None else 0
         self.num_vertices = num_vertices
+        self.spectrum_source = spectrum_source
+        self.spectrum_mix_prob = float(spectrum_mix_prob) if spectrum_source is not None else 0.0
+        self.spectrum_indices = (photo_split(spectrum_source, held_out=False) if spectrum_source is not None
+                                 else np.zeros(0, np.int64))
         """Vertex count of the zero placeholders of photo samples (must match the synthetic ones in a batch)."""
 
     def __len__(self) -> int:
@@ -135,6 +143,10 @@ class CueDataset(Dataset):
         crop = a["crop_rgb"][i]
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            if has_gt and self.spectrum_mix_prob > 0 and len(self.spectrum_indices) and rng.random() < self.spectrum_mix_prob:
+                assert self.spectrum_source is not None
+                real = self.spectrum_source.arrays["crop_rgb"][int(rng.choice(self.spectrum_indices))]
+                crop = mix_amplitude_spectrum(crop, real, band=float(rng.uniform(0.03, 0.1)), weight=float(rng.uniform(0.3, 1.0)))
             crop = random_color_jitter(crop, rng, strength=0.5)
         sample = {
             "crop_rgb": np.ascontiguousarray(crop),

@@ -53,8 +53,37 @@ def _training_recipe(extra: dict[str, str], run_dir: Path) -> dict[str, Any]:
     return recipe
 
 
-def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples: int = 1000, notes: str = "") -> Path:
-    """Write ``out_dir/<name>.{safetensors,onnx}``, the evaluation report and the manifest; return the manifest path."""
+PHOTO_ATTRIBUTION: tuple[str, ...] = (
+    "webcam_hands: SubhiH/HandsDataset (Apache-2.0), 1,557 photos, resized to 640x480; MediaPipe landmarks as pseudo-labels",
+    "sign_digits: ardamavi/Sign-Language-Digits-Dataset (Apache-2.0), 2,062 crops; MediaPipe landmarks as pseudo-labels",
+)
+"""Credit for the real photos (../shared/real/photos/SOURCES.md) when a training run used them."""
+
+
+def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
+    """Data recipe of a ``training.train_fused`` checkpoint (caches, mix, attribution), else None."""
+    if extra.get("trainer") != "training.train_fused" or "train_config" not in extra:
+        return None
+    cfg = json.loads(extra["train_config"])
+    recipe: dict[str, Any] = {
+        "synthetic": f"{cfg.get('synth_cache')}: full synthetic frames (training.synth, our hand model) with MediaPipe's "
+                     "real outputs (app.mediapipe_labels synth); ground truth for every term",
+        "batch": f"{cfg.get('batch_size')} hands, of which {cfg.get('real_per_batch')} real photos",
+        "cues": dict(zip(("fused", "mediapipe", "network"), cfg.get("cue_probs", ()))),
+    }
+    if cfg.get("photo_cache"):
+        recipe["real_photos"] = (f"{cfg['photo_cache']}: ../shared/real/photos through app.mediapipe_labels photos; "
+                                 "about 10 % held out by file name (training.mp_data.photo_is_held_out), never trained on")
+        recipe["attribution"] = list(PHOTO_ATTRIBUTION)
+    return recipe
+
+
+def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples: int = 1000, notes: str = "",
+         extra_reports: tuple[Path, ...] = ()) -> Path:
+    """Write ``out_dir/<name>.{safetensors,onnx}``, the evaluation report and the manifest; return the manifest path.
+
+    ``extra_reports``: further evaluation files (e.g. ``app.evaluate_app`` JSON/markdown) copied beside the
+    weights and listed in the manifest."""
     meta = read_checkpoint_metadata(checkpoint)
     model = load_checkpoint(checkpoint).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +95,12 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
                              "--out", str(out_dir), "--name", f"{name}_synthetic"])
     report_md = out_dir / f"{name}_synthetic.md"
     report_json = out_dir / f"{name}_synthetic.json"
+    copied = []
+    for report in extra_reports:
+        target = out_dir / Path(report).name
+        if Path(report).resolve() != target.resolve():
+            target.write_bytes(Path(report).read_bytes())
+        copied.append(target)
     run_dir = checkpoint.parent.parent
     source = checkpoint.resolve()
     manifest = {
@@ -77,12 +112,14 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
             _file_entry(onnx_path, out_dir, "onnx"),
             _file_entry(report_md, out_dir, "evaluation-report"),
             _file_entry(report_json, out_dir, "evaluation-report"),
+            *(_file_entry(p, out_dir, "evaluation-report") for p in copied),
         ],
         "config": json.loads(config_to_json(model.config)),
         "asset_sha256": model.asset_sha256,
         "source_checkpoint": str(source.relative_to(REPO_ROOT) if source.is_relative_to(REPO_ROOT) else source),
         "training": _training_recipe(meta.extra, run_dir),
-        "data_recipe": "training.synth.SynthHandDataset (procedural scenes, our hand model), see training/configs",
+        "data_recipe": _fused_data_recipe(meta.extra)
+        or "training.synth.SynthHandDataset (procedural scenes, our hand model), see training/configs",
         "notes": notes,
         "metrics_synthetic_test": dataclasses.asdict(metrics),
         "evaluated_on": {"samples": eval_samples, "torch": torch.__version__, "host": platform.platform()},
@@ -99,11 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--eval-samples", type=int, default=1000)
     parser.add_argument("--notes", default="", help="free text stored in the manifest (e.g. the generator commit)")
+    parser.add_argument("--extra-report", type=Path, action="append", default=[],
+                        help="another evaluation file to ship and list in the manifest (repeatable)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="handmesh-join-") as tmp:
         checkpoint = resolve_checkpoint(args.checkpoint, Path(tmp))
         notes = args.notes if checkpoint == args.checkpoint else f"{args.notes} (joined from the weight parts {args.checkpoint})".strip()
-        manifest = ship(checkpoint, args.name, args.out_dir, args.eval_samples, notes)
+        manifest = ship(checkpoint, args.name, args.out_dir, args.eval_samples, notes, tuple(args.extra_report))
     print(f"wrote {manifest}")
 
 

@@ -7,7 +7,8 @@ Every batch mixes synthetic hands (full supervision) and real hands (label-free 
 terms) from the caches written by ``python -m app.mediapipe_labels``. Each row runs with one cue, drawn
 per row: ``fused`` (MediaPipe 2D + 3D landmarks), ``mediapipe`` (2D only) or ``network`` (image only);
 on synthetic rows the true hand length is given to the network for a fraction of the rows, so the
-camera-space path also learns with a known size. Terms (weights in :class:`FusedLossWeights`):
+camera-space path also learns with a known size. ``spectrum_mix_prob`` mixes real photos' low-frequency
+amplitude spectra into synthetic crops (``training.appearance``). Terms (weights in :class:`FusedLossWeights`):
 
 synthetic rows (ground truth)
   mesh / joints3d: L1 of the size-normalised wrist-relative mesh / joints (shape, without scale)
@@ -102,6 +103,7 @@ class FusedTrainConfig:
     max_steps: int | None = None
     cue_probs: tuple[float, float, float] = (0.55, 0.2, 0.25)
     given_length_prob: float = 0.3
+    spectrum_mix_prob: float = 0.0
     eval_every_steps: int = 300
     eval_samples: int = 400
     checkpoint_every_steps: int = 100
@@ -332,7 +334,8 @@ class FusedTrainer:
             raise FusedTrainError("synth_cache is required")
         self.synth = load_cue_cache(synth_path)
         self.photos = load_cue_cache(cfg.resolve(cfg.photo_cache)) if cfg.photo_cache else None  # type: ignore[arg-type]
-        self.train_synth = CueDataset(self.synth, None, augment=True, seed=cfg.seed)
+        self.train_synth = CueDataset(self.synth, None, augment=True, seed=cfg.seed, spectrum_source=self.photos,
+                                      spectrum_mix_prob=cfg.spectrum_mix_prob)
         num_vertices = int(self.model.decoder.template.shape[0])
         self.train_real = (CueDataset(None, self.photos, augment=True, seed=cfg.seed + 1, num_vertices=num_vertices)
                            if self.photos is not None else None)

@@ -442,7 +442,7 @@ class MainWindow(QMainWindow):
         self.latency_label.setText("ms: " + " ".join(stages) + f" | total {result.total_ms:.0f}")
         cue = result.hands[0].cue if result.hands else self.cue_combo.currentText()
         sizes = ", ".join(f"{100 * h.hand_length_m:.1f} cm" + (" (size depth)" if h.depth_source == "size" else "")
-                          for h in result.hands)
+                          for h in result.hands if h.hand_length_m > 0)
         self.hands_label.setText(f"hands: {len(result.hands)} | cue: {cue}" + (f" | {sizes}" if sizes else ""))
         self.backend_label.setText(f"backend: {result.backend}")
         self.intrinsics_label.setVisible(result.intrinsics_assumed)
