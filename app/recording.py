@@ -36,7 +36,8 @@ JSONL schema (units: metres for camera-space values, pixels for image values, ms
      "timings_ms": {stage: ms}, "backend": str,
      "hands": [{"track_id", "handedness", "detection_score", "confidence", "box_img": [4],
                 "translation_cam": [3], "distance_m", "joints_cam": 21x3, "joints_img": 21x2,
-                "landmarks_img": 21x2, ["vertices_cam": Vx3]}]}
+                "landmarks_img": 21x2, "cue": "fused"|"mediapipe"|"network", "hand_length_m",
+                "depth_source": "dgp"|"size", ["vertices_cam": Vx3]}]}
 """
 from __future__ import annotations
 
@@ -174,6 +175,9 @@ def hand_to_json(hand: HandResult, *, include_vertices: bool) -> dict[str, Any]:
         "joints_cam": _round(hand.joints_cam, 5),
         "joints_img": _round(hand.joints_img, 2),
         "landmarks_img": _round(hand.landmarks_img, 2),
+        "cue": hand.cue,
+        "hand_length_m": round(float(hand.hand_length_m), 4),
+        "depth_source": hand.depth_source,
     }
     if include_vertices:
         data["vertices_cam"] = _round(hand.vertices_cam, 5)

@@ -101,21 +101,10 @@ PRESETS: dict[str, M3DHMRConfig] = {
         num_kernels=8,
         dgp_hidden=32,
     ),
-    "realtime_fused": M3DHMRConfig(
-        name="realtime_fused",
-        encoder_blocks=(1, 1, 1, 1),
-        width_mult=0.5,
-        num_stacks=2,
-        feature_channels=64,
-        decoder_type="dsc",
-        decoder_channels=(16, 16, 32, 32, 64),
-        num_kernels=8,
-        dgp_hidden=32,
-        fused_cue=True,
-        landmark_skin=True,
-        predict_scale=True,
-    ),
 }
+PRESETS["realtime_fused"] = dataclasses.replace(
+    PRESETS["realtime_slim"], name="realtime_fused", fused_cue=True, landmark_skin=True, predict_scale=True
+)
 
 
 def get_preset(name: str) -> M3DHMRConfig:

@@ -28,24 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from models.config import NUM_JOINTS
+from models.export_onnx import OUTPUT_NAMES
 from models.m3dhmr import M3DHMR
 
 MODES: tuple[str, ...] = ("eager", "graphs", "compile", "compile-graphs")
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-RUNNER_OUTPUTS: tuple[str, ...] = (
-    "vertices_rel",
-    "joints_rel",
-    "joints_2d_pred",
-    "joints_2d_used",
-    "dgp_weights",
-    "translation_virt",
-    "vertices_cam",
-    "joints_cam",
-    "translation_cam",
-    "dgp_residual",
-    "dgp_degenerate",
-)
-"""The same names, in the same order, as the ONNX graph's outputs (``models.export_onnx.OUTPUT_NAMES``)."""
+RUNNER_OUTPUTS: tuple[str, ...] = OUTPUT_NAMES
+"""The ONNX graph's base outputs, same names and order (``models.export_onnx.OUTPUT_NAMES``)."""
 
 
 class RunnerError(RuntimeError):

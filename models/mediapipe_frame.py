@@ -1,18 +1,18 @@
 """MediaPipe's world landmarks as a network input: their frame, measured, and the map into the crop's frame.
 
 What MediaPipe HandLandmarker (0.10.21) calls *world landmarks* (``(21, 3)`` per hand) is a metric 3D
-hand. We fitted its frame on 163 synthetic frames with exact ground truth (``python -m
-app.mediapipe_labels frame-report``; figures in README "MediaPipe's world landmarks"):
+hand. We fitted its frame on synthetic frames with exact ground truth (``python -m app.mediapipe_labels
+frame-report --n 200``: 133 matched hands; figures also in README "MediaPipe in the loop"):
 
 * units: metres; the hand is scaled to a typical adult size (its wrist-to-middle-tip chain length is
-  uncorrelated with the true hand size: correlation 0.03; median ratio to ours 0.91);
-* origin: near the centroid of the 21 landmarks (not the wrist);
+  nearly uncorrelated with the true hand length: correlation 0.12; median ratio to ours 0.91);
+* origin: near the centroid of the 21 landmarks (mean centroid within 6 mm of the origin), not the wrist;
 * axes: those of the camera (x right, y down, z away from the camera). The best rotation from the
-  world landmarks onto the true camera-frame joints has a mean rotation vector of about
-  (-1.5, -3.6, -1.2) degrees with spreads of 22, 23 and 9 degrees around x, y and z: no systematic
-  rotation, only MediaPipe's own out-of-plane tilt error. Expressed in the hand's virtual (ray-aligned)
-  camera the mean joint error is lower than in the raw camera frame (34.8 vs 37.8 mm wrist-relative),
-  so the world landmarks are treated as seen by a camera looking straight at the hand.
+  world landmarks onto the true camera-frame joints has a mean rotation vector of (-3.7, -3.0, -2.2)
+  degrees with spreads of 18, 25 and 11 degrees around x, y and z: no systematic rotation, only
+  MediaPipe's own out-of-plane error (37.6 mm mean wrist-relative error as they are, 18.2 mm after the
+  best rotation). Seen from the hand's rectified (ray-aligned) camera the error is the same 37.6 mm, so
+  the world landmarks can be treated as seen by a camera looking straight at the hand.
 
 Therefore the network's fused cue is ``virt_from_cam @ (world - world[wrist])``: rotated like the crop,
 mirrored with it for left hands, wrist-relative, metres. Pure numpy/torch, batched ``(*, 21, 3)``.

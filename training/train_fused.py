@@ -2,6 +2,7 @@
 with real photos that carry MediaPipe's landmarks as pseudo-labels.
 
     python -m training.train_fused --config training/configs/realtime_fused_cpu.json
+    python -m training.train_fused --config training/configs/realtime_fused_cpu.json --evaluate CKPT [--json R.json]
 
 Every batch mixes synthetic hands (full supervision) and real hands (label-free and pseudo-label
 terms) from the caches written by ``python -m app.mediapipe_labels``. Each row runs with one cue, drawn
@@ -470,9 +471,36 @@ class FusedTrainer:
         return row
 
 
+def evaluate_checkpoint(checkpoint: Path, cfg: FusedTrainConfig) -> dict[str, Any]:
+    """Crop-level report of a checkpoint: the cached synthetic test hands (found by MediaPipe) with every cue,
+    hand size unknown and given, and the held-out real photos' 2D agreement (network cue)."""
+    from models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint).eval()
+    report: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    test_path = cfg.resolve(cfg.test_cache)
+    if test_path is not None:
+        test = CueDataset(load_cue_cache(test_path), None, augment=False)
+        report["test_hands"] = len(test)
+        for cue in CUES:
+            for given in (False, True):
+                report[f"{cue}{'_true_size' if given else ''}"] = evaluate_synthetic(model, test, cue, given_length=given)
+    photo_path = cfg.resolve(cfg.photo_cache)
+    if photo_path is not None:
+        photos = load_cue_cache(photo_path)
+        held = CueDataset(None, photos, augment=False, num_vertices=int(model.decoder.template.shape[0]),
+                          photo_indices=photo_split(photos, held_out=True))
+        report["real_held_out_hands"] = len(held)
+        report["real_held_out_2d_network_cue"] = evaluate_real_2d(model, held)
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m training.train_fused", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
+    parser.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINT",
+                        help="do not train: report this checkpoint on the config's test and held-out caches")
+    parser.add_argument("--json", type=Path, default=None, help="with --evaluate: also write the report here")
     parser.add_argument("--time-budget-s", type=float, default=None)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--out-dir", default=None)
@@ -487,6 +515,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out_dir is not None:
         overrides["out_dir"] = str(Path(args.out_dir).resolve())
     cfg = dataclasses.replace(cfg, **overrides)
+    if args.evaluate is not None:
+        report = evaluate_checkpoint(args.evaluate, cfg)
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(text + "\n", encoding="utf-8")
+        return report
     trainer = FusedTrainer(cfg, args.device)
     summary = trainer.fit()
     print(json.dumps(summary, indent=2))
