@@ -14,9 +14,19 @@ import pytest
 
 from models.paths import WEIGHTS_DIR
 
-SHIPPED_SAFETENSORS: Path = WEIGHTS_DIR / "realtime_slim.safetensors"
-SHIPPED_ONNX: Path = WEIGHTS_DIR / "realtime_slim.onnx"
 MANIFEST: Path = WEIGHTS_DIR / "manifest.json"
+
+
+def _shipped_name() -> str:
+    """Stem of the shipped model (the manifest's ``name``; ``realtime_fused`` when there is no manifest)."""
+    try:
+        return str(json.loads(MANIFEST.read_text(encoding="utf-8"))["name"])
+    except (OSError, ValueError, KeyError):
+        return "realtime_fused"
+
+
+SHIPPED_SAFETENSORS: Path = WEIGHTS_DIR / f"{_shipped_name()}.safetensors"
+SHIPPED_ONNX: Path = WEIGHTS_DIR / f"{_shipped_name()}.onnx"
 
 needs_shipped_weights = pytest.mark.skipif(
     not (SHIPPED_SAFETENSORS.is_file() and SHIPPED_ONNX.is_file() and MANIFEST.is_file()),

@@ -147,8 +147,9 @@ def load_fused_config(path: Path | str) -> FusedTrainConfig:
 
 def warm_start(model: M3DHMR, path: Path) -> dict[str, list[str]]:
     """Copy every tensor of a checkpoint whose name and shape match; widen input layers that gained the
-    fused channels (old columns copied, new ones zero); zero the decoder's output head so that the
-    landmark skinning skip alone defines the first predictions. Returns what was copied/widened/skipped."""
+    fused channels (old columns copied, new ones zero); when layers were widened (a model without the fused
+    inputs), zero the decoder's output head so that the landmark skinning skip alone defines the first
+    predictions. Returns what was copied/widened/skipped."""
     from safetensors.torch import load_file
 
     source = load_file(str(path))
@@ -169,7 +170,8 @@ def warm_start(model: M3DHMR, path: Path) -> dict[str, list[str]]:
                 report["widened"].append(name)
             else:
                 report["skipped"].append(name)
-        if model.skinning is not None:
+        if model.skinning is not None and report["widened"]:
+            # coming from a model without the fused inputs: its decoder output would double-count the pose
             model.decoder.head.weight.zero_()
             model.decoder.head.bias.zero_()
     model.load_state_dict(target)
