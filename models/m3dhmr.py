@@ -213,7 +213,7 @@ class M3DHMR(nn.Module):
         sampled = sample_features_at_points(features, joints_2d_used, self.crop_size)
         coords = joints_2d_used * (2.0 / self.crop_size) - 1.0
         parts = [sampled, coords]
-        lm_unit = lm_mask = None
+        lm_unit = lm_mask = lm_len = None
         if self.fused_cue:
             if landmarks_3d is None:
                 landmarks_3d = crops.new_zeros(batch, NUM_JOINTS, 3)
@@ -227,7 +227,8 @@ class M3DHMR(nn.Module):
             parts += [lm_unit * (lm_mask / LANDMARK_UNIT_M), lm_mask.expand(-1, NUM_JOINTS, 1)]
         joint_features = torch.cat(parts, dim=-1)
         vertices = self.decoder(joint_features)
-        if self.skinning is not None and lm_unit is not None and lm_mask is not None:
+        if self.skinning is not None:
+            assert lm_unit is not None and lm_mask is not None  # landmark_skin implies fused_cue
             skinned = self.skinning(lm_unit)
             vertices = vertices + lm_mask * (skinned - self.skinning.template_vertices.to(dtype))
         regressor = self.joint_regressor.to(vertices.dtype)
@@ -235,13 +236,14 @@ class M3DHMR(nn.Module):
         root = joints[:, :1]
         vertices_rel = vertices - root
         joints_rel = joints - root
+        own_length = hand_length(joints_rel)
+        to_unit = (self.template_hand_length / own_length.clamp_min(1e-3)).reshape(-1, 1, 1)
+        vertices_unit = vertices_rel * to_unit
         if self.predict_scale:
             assert self.scale_head is not None
-            own_length = hand_length(joints_rel).clamp_min(1e-3)
-            vertices_unit = vertices_rel * (self.template_hand_length / own_length).reshape(-1, 1, 1)
-            joints_unit = joints_rel * (self.template_hand_length / own_length).reshape(-1, 1, 1)
-            if lm_mask is not None and landmarks_3d is not None:
-                lm_log = torch.log(hand_length(landmarks_3d.to(dtype)).clamp_min(1e-3) / self.template_hand_length)
+            joints_unit = joints_rel * to_unit
+            if lm_mask is not None and lm_len is not None:
+                lm_log = torch.log(lm_len.reshape(-1) / self.template_hand_length)
                 scale_cue = torch.stack([lm_log * lm_mask.reshape(-1), lm_mask.reshape(-1)], dim=-1)
             else:
                 scale_cue = crops.new_zeros(batch, 2)
@@ -257,9 +259,7 @@ class M3DHMR(nn.Module):
             vertices_rel = vertices_unit * factor
             joints_rel = joints_unit * factor
         else:
-            length_pred = hand_length(joints_rel)
-            length_used = length_pred
-            vertices_unit = vertices_rel * (self.template_hand_length / length_pred.clamp_min(1e-3)).reshape(-1, 1, 1)
+            length_pred = length_used = own_length
         dgp_weights = self.dgp_head(joint_features)
         solution = solve_translation(
             joints_rel, joints_2d_used, K_virt.to(joints_rel.dtype), dgp_weights, damping=self.dgp_damping

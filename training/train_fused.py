@@ -51,7 +51,7 @@ from models.mediapipe_frame import hand_length
 from models.paths import REPO_ROOT
 from training.losses import edge_length_loss, heatmap_kl_loss, mesh_edges, normal_loss
 from training.metrics import MetricAccumulator
-from training.mp_data import CueBatch, CueDataset, collate_cue_samples, load_cue_cache, photo_split
+from training.mp_data import CueBatch, CueCache, CueDataset, collate_cue_samples, load_cue_cache, photo_split
 from training.train import CsvLog
 
 CUES: tuple[str, ...] = ("fused", "mediapipe", "network")
@@ -315,6 +315,12 @@ def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -
 # --------------------------------------------------------------------------------------------- loop
 
 
+def held_out_photos(photos: CueCache, num_vertices: int) -> CueDataset:
+    """The fixed held-out part of a photo cache (``training.mp_data.photo_split``), without augmentation."""
+    return CueDataset(None, photos, augment=False, num_vertices=num_vertices,
+                      photo_indices=photo_split(photos, held_out=True))
+
+
 def _as_list(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     return samples
 
@@ -351,8 +357,7 @@ class FusedTrainer:
             self.test_set = CueDataset(test, None, augment=False)
         self.real_held_out: CueDataset | None = None
         if self.photos is not None:
-            self.real_held_out = CueDataset(None, self.photos, augment=False, num_vertices=num_vertices,
-                                            photo_indices=photo_split(self.photos, held_out=True))
+            self.real_held_out = held_out_photos(self.photos, num_vertices)
         template_joints = self.model.joint_regressor @ self.model.decoder.template
         self.loss_fn = FusedLoss(self.model.faces, template_joints.cpu(), self.model.template_hand_length, cfg.loss).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -489,9 +494,7 @@ def evaluate_checkpoint(checkpoint: Path, cfg: FusedTrainConfig) -> dict[str, An
                 report[f"{cue}{'_true_size' if given else ''}"] = evaluate_synthetic(model, test, cue, given_length=given)
     photo_path = cfg.resolve(cfg.photo_cache)
     if photo_path is not None:
-        photos = load_cue_cache(photo_path)
-        held = CueDataset(None, photos, augment=False, num_vertices=int(model.decoder.template.shape[0]),
-                          photo_indices=photo_split(photos, held_out=True))
+        held = held_out_photos(load_cue_cache(photo_path), int(model.decoder.template.shape[0]))
         report["real_held_out_hands"] = len(held)
         report["real_held_out_2d_network_cue"] = evaluate_real_2d(model, held)
     return report
