@@ -143,6 +143,83 @@ def export_onnx(model: M3DHMR, path: Path | str, opset: int = DEFAULT_OPSET) -> 
     return path
 
 
+PARITY_TOLERANCE_M: float = 1e-3
+"""Largest accepted torch/onnxruntime difference of any camera-space vertex or joint, metres."""
+
+
+class OnnxParityError(RuntimeError):
+    """The exported graph gives non-finite outputs, or outputs that differ from the torch model."""
+
+
+def cue_variants(config: M3DHMRConfig) -> dict[str, dict[str, float]]:
+    """The input masks the app feeds per cue: ``{variant: {mask input name: value}}``.
+
+    ``network``: the network's own 2D joints, no landmarks; ``mediapipe``: external 2D joints only;
+    ``fused``: external 2D joints and 3D landmarks; ``fused_size_given``: also the user's hand length.
+    Variants a config cannot take are left out.
+    """
+    variants: dict[str, dict[str, float]] = {"network": {"external_mask": 0.0}, "mediapipe": {"external_mask": 1.0}}
+    if config.fused_cue:
+        variants = {name: {**masks, "landmarks_3d_mask": 0.0} for name, masks in variants.items()}
+        variants["fused"] = {"external_mask": 1.0, "landmarks_3d_mask": 1.0}
+    if config.predict_scale:
+        variants = {name: {**masks, "hand_length_mask": 0.0} for name, masks in variants.items()}
+        if config.fused_cue:
+            variants["fused_size_given"] = {"external_mask": 1.0, "landmarks_3d_mask": 1.0, "hand_length_mask": 1.0}
+    return variants
+
+
+def check_cue_parity(model: M3DHMR, path: Path | str, batch: int = 3) -> dict[str, float]:
+    """Run the exported graph (onnxruntime, CPU) and the torch model on the same inputs for every
+    :func:`cue_variants` variant (masked landmarks are zeros, as the app's backend feeds them); return ``{variant: max |difference| of vertices_cam and joints_cam, metres}``.
+
+    Raises:
+        OnnxParityError: a variant's onnxruntime output is non-finite where torch's is finite, or differs
+            by more than :data:`PARITY_TOLERANCE_M`.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    assert model.config is not None
+    wrapper = ExportWrapper(model.eval())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    base = dict(zip(wrapper.input_names, example_inputs(batch, model.crop_size, model.config)))
+    base["joints_2d_external"] = _hand_like_joints(batch, model.crop_size)
+    report: dict[str, float] = {}
+    for variant, masks in cue_variants(model.config).items():
+        inputs = dict(base)
+        for name, value in masks.items():
+            inputs[name] = torch.full((batch,), value)
+        if masks.get("landmarks_3d_mask") == 0.0:
+            inputs["landmarks_3d"] = torch.zeros(batch, NUM_JOINTS, 3)  # what the app feeds without landmarks
+        with torch.no_grad():
+            ours = dict(zip(wrapper.output_names, wrapper(*(inputs[n] for n in wrapper.input_names))))
+        feeds = {n: inputs[n].numpy().astype(np.float32) for n in wrapper.input_names}
+        theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        worst = 0.0
+        for name in ("vertices_cam", "joints_cam"):
+            ref, got = ours[name].numpy(), np.asarray(theirs[name])
+            if not np.isfinite(got).all():
+                raise OnnxParityError(f"{path}: cue {variant}: onnxruntime's {name} is not finite "
+                                      f"(torch's is {'finite' if np.isfinite(ref).all() else 'not finite either'})")
+            worst = max(worst, float(np.abs(got - ref).max()))
+        if worst > PARITY_TOLERANCE_M:
+            raise OnnxParityError(f"{path}: cue {variant}: onnxruntime differs from torch by {worst * 1e3:.3f} mm "
+                                  f"(> {PARITY_TOLERANCE_M * 1e3:.1f} mm)")
+        report[variant] = worst
+    return report
+
+
+def _hand_like_joints(batch: int, crop_size: int) -> Tensor:
+    """``(batch, 21, 2)`` crop px: a fan of five fingers around the crop centre (DGP well conditioned)."""
+    angles = torch.linspace(-1.1, 1.1, 5)
+    radii = torch.tensor([0.12, 0.22, 0.30, 0.38]) * crop_size
+    fingers = torch.stack([torch.stack([r * torch.sin(angles), -r * torch.cos(angles)], -1) for r in radii], 1)
+    joints = torch.cat([torch.zeros(1, 2), fingers.reshape(20, 2)]) + torch.tensor([0.5, 0.75]) * crop_size
+    jitter = torch.randn(batch, NUM_JOINTS, 2, generator=torch.Generator().manual_seed(7)) * (0.01 * crop_size)
+    return joints.unsqueeze(0) + jitter
+
+
 def read_onnx_metadata(path: Path | str) -> dict[str, str]:
     """``metadata_props`` of an ONNX file as a dict (without loading the weights into memory twice)."""
     import onnx
@@ -168,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         model = M3DHMR.from_config(get_preset(args.preset)).eval()
     out = export_onnx(model, args.out, opset=args.opset)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), asset {model.asset_sha256[:16]}, config {model.config.name}")
+    parity = check_cue_parity(model, out)
+    print("torch/onnxruntime parity, max |difference| per cue: "
+          + ", ".join(f"{cue} {diff * 1e3:.4f} mm" for cue, diff in parity.items()))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ palm, index MCP to little MCP; for finger bones, the template's dorsal axis carr
 bone's rotation, which fixes the twist that two points cannot give). Then linear blend skinning with
 the asset's weights: ``v = sum_b w_vb (R_b (T_v - T_pivot(b)) + L_pivot(b))``.
 Closed form (normalisations and cross products only), so it exports to ONNX. Inputs with all landmarks
-at the origin give finite (meaningless) output; the caller masks those rows.
+at the origin give finite (meaningless) output; ``M3DHMR`` feeds the template's own joints for samples
+without landmarks, so those rows pose the template exactly.
 """
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ BONE_PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13
 PALM_AXIS: tuple[int, int] = (0, 9)
 PALM_ACROSS: tuple[int, int] = (5, 17)
 DORSAL: tuple[float, float, float] = (0.0, 0.0, 1.0)
-_EPS: float = 1e-12
+_MIN_SQUARED_NORM: float = 1e-12
+"""Floor of a vector's squared length before normalising. A clamp, not an added epsilon: the ONNX exporter's
+optimiser drops ``x + 1e-12`` and a zero vector then gives 0/0 = NaN in onnxruntime."""
 
 
 def _normalize(v: Tensor) -> Tensor:
-    return v / (v * v).sum(dim=-1, keepdim=True).add(_EPS).sqrt()
+    return v / (v * v).sum(dim=-1, keepdim=True).clamp_min(_MIN_SQUARED_NORM).sqrt()
 
 
 def _frame(direction: Tensor, reference: Tensor) -> Tensor:

@@ -229,7 +229,10 @@ class M3DHMR(nn.Module):
         vertices = self.decoder(joint_features)
         if self.skinning is not None:
             assert lm_unit is not None and lm_mask is not None  # landmark_skin implies fused_cue
-            skinned = self.skinning(lm_unit)
+            # Samples without landmarks skin the template's own joints (the template, exactly), so the
+            # masked rows stay finite in every runtime instead of relying on 0 * anything being 0.
+            template_joints = self.skinning.template_joints.to(dtype).unsqueeze(0)
+            skinned = self.skinning(lm_mask * lm_unit + (1.0 - lm_mask) * template_joints)
             vertices = vertices + lm_mask * (skinned - self.skinning.template_vertices.to(dtype))
         regressor = self.joint_regressor.to(vertices.dtype)
         joints = torch.einsum("jv,bvc->bjc", regressor, vertices)

@@ -14,8 +14,16 @@ from app.backends.onnx_backend import OnnxBackend
 from app.backends.torch_backend import TorchBackend
 from models.config import config_from_json
 from models.errors import AssetHashMismatchError, CheckpointError
-from models.export_onnx import ONNX_FORMAT, OUTPUT_NAMES, export_onnx, read_onnx_metadata
+from models.export_onnx import (
+    ONNX_FORMAT,
+    OUTPUT_NAMES,
+    PARITY_TOLERANCE_M,
+    check_cue_parity,
+    export_onnx,
+    read_onnx_metadata,
+)
 from models.m3dhmr import M3DHMR
+from tests.misuse_support import SHIPPED_ONNX, SHIPPED_SAFETENSORS, needs_shipped_weights
 from tests.net_fixtures import make_icosphere_asset, tiny_config
 
 CROP = 64
@@ -105,3 +113,18 @@ def test_zero_hands(exported: tuple[M3DHMR, Path]) -> None:
     empty = make_request(0, external=False)
     result = backend.infer(empty)
     assert result.vertices_cam.shape == (0, make_icosphere_asset().level_num_vertices[0], 3)
+
+
+@needs_shipped_weights
+def test_shipped_onnx_matches_torch_for_every_cue() -> None:
+    """The shipped graph gives the torch model's mesh for every cue the app can run, including the rows
+    without MediaPipe's 3D landmarks (zeros in, as the backend feeds them): an export once turned those
+    into NaN in onnxruntime only, and the app silently dropped every hand of the network and mediapipe cues."""
+    from models.checkpoint import load_checkpoint
+    from models.export_onnx import cue_variants
+
+    model = load_checkpoint(SHIPPED_SAFETENSORS)
+    parity = check_cue_parity(model, SHIPPED_ONNX)
+    assert set(parity) == set(cue_variants(model.config)) >= {"network", "mediapipe", "fused"}
+    assert max(parity.values()) < PARITY_TOLERANCE_M
+

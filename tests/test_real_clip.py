@@ -132,6 +132,28 @@ def test_other_cues_with_shipped_weights(cue: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(default_weights("onnx") is None, reason="needs the shipped ONNX weights")
+@pytest.mark.parametrize("cue", ["fused", "mediapipe", "network"])
+def test_the_default_onnx_backend_keeps_every_found_hand_for_every_cue(cue: str) -> None:
+    """The app's default backend (shipped ONNX) reports every hand MediaPipe finds, with every cue: an
+    export once produced NaN meshes for the cues without MediaPipe's 3D landmarks, and the app dropped them."""
+    from app.backends import create_backend
+
+    options = PipelineOptions(cue=cue, smoothing=SmoothingParams(enabled=False))
+    found = reported = dropped = 0
+    with VideoFileSource(REAL_CLIP) as src, HandPipeline(create_backend("onnx", default_weights("onnx")), options=options) as pipeline:
+        for frame in src:
+            if frame.index % 20:
+                continue
+            prepared = pipeline.prepare(frame)
+            result = pipeline.finish(prepared)
+            found += len(prepared.detections)
+            reported += len(result.hands)
+            dropped += result.hands_dropped
+    assert found >= 9 and dropped == 0 and reported == found
+
+
+@pytest.mark.slow
 def test_two_real_hands_are_batched_tracked_and_placed() -> None:
     """The clip beside its mirror image: a right and a left hand, in one network call per frame."""
     frames = []

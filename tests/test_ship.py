@@ -26,6 +26,8 @@ def test_ship_writes_files_the_doctor_verifies(tmp_path: Path) -> None:
     assert manifest["format"] == MANIFEST_FORMAT and manifest["notes"] == "test run"
     assert {f["path"] for f in manifest["files"]} == {"tiny.safetensors", "tiny.onnx", "tiny_synthetic.md", "tiny_synthetic.json"}
     assert manifest["training"]["step"] == 1 and manifest["metrics_synthetic_test"]["num_samples"] == 2
+    assert set(manifest["onnx_parity_max_m"]) == {"network", "mediapipe"}
+    assert max(manifest["onnx_parity_max_m"].values()) < 1e-3
     shipped = load_checkpoint(tmp_path / "weights" / "tiny.safetensors")
     assert manifest["asset_sha256"] == shipped.asset_sha256 and manifest["config"]["width_mult"] == 0.25
 

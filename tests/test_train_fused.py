@@ -17,7 +17,16 @@ from models.m3dhmr import M3DHMR
 from models.mediapipe_frame import world_landmarks_to_virtual
 from models.rectify import image_to_crop, rectification_from_box
 from training.mp_data import CueDataset, collate_cue_samples, load_cue_cache, photo_is_held_out, photo_split
-from training.train_fused import FusedTrainConfig, FusedTrainer, draw_cues, load_fused_config, warm_start
+from training.train_fused import (
+    FusedLossWeights,
+    FusedTrainConfig,
+    FusedTrainer,
+    draw_cues,
+    forward_batch,
+    load_fused_config,
+    real_view_terms,
+    warm_start,
+)
 
 S = 128
 
@@ -157,3 +166,53 @@ def test_amplitude_mixing_keeps_geometry_and_moves_low_frequencies() -> None:
     assert set(np.argsort(edges)[-2:]) == {27, 35}
     with pytest.raises(ValueError):
         mix_amplitude_spectrum(synthetic, real[:32])
+
+
+def _view_config(caches: dict[str, Path], out: Path, **overrides: object) -> FusedTrainConfig:
+    loss = FusedLossWeights(real_distill=1.0, real_con2d=1.0, real_con3d=0.5)
+    values: dict[str, object] = dict(
+        synth_cache=str(caches["synth"]), photo_cache=str(caches["photos"]), test_cache=str(caches["test"]),
+        out_dir=str(out), batch_size=6, real_per_batch=3, max_steps=2, time_budget_s=600, eval_every_steps=0,
+        eval_samples=6, checkpoint_every_steps=0, log_every_steps=1, num_workers=0, loss=loss,
+    )
+    values.update(overrides)
+    return FusedTrainConfig(**values)  # type: ignore[arg-type]
+
+
+def test_real_view_terms_train_the_image_only_path_and_leave_the_teacher_alone(caches: dict[str, Path], tmp_path: Path) -> None:
+    trainer = FusedTrainer(_view_config(caches, tmp_path / "run"), show_progress=False)
+    samples = [trainer.train_synth[0], trainer.train_synth[1]] + [trainer.train_real[i] for i in range(4)]
+    batch = collate_cue_samples(samples)
+    cues = torch.tensor([0, 2, 0, 1, 2, 2])
+    out = forward_batch(trainer.model, batch, cues, None)
+    terms = real_view_terms(trainer.model, out, batch, cues, trainer.cfg.loss, torch.Generator().manual_seed(0), 30.0)
+    assert set(terms) == {"real_distill", "real_distill_view", "real_con2d", "real_con3d"}
+    assert all(torch.isfinite(v) and v >= 0 for v in terms.values())
+    # the distillation target is detached: its gradient reaches the parameters only through the student rows
+    trainer.model.zero_grad()
+    terms["real_distill"].backward()
+    head = trainer.model.decoder.head.weight.grad
+    assert head is not None and float(head.abs().sum()) > 0
+    none = real_view_terms(trainer.model, out, batch, cues, FusedLossWeights(), torch.Generator(), 30.0)
+    assert none == {}  # weights 0: no extra forwards
+
+
+def test_trainer_logs_the_view_terms(caches: dict[str, Path], tmp_path: Path) -> None:
+    summary = FusedTrainer(_view_config(caches, tmp_path / "run"), show_progress=False).fit()
+    header = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert {"real_distill", "real_distill_view", "real_con2d", "real_con3d"} <= set(header)
+    final = summary["final"]
+    assert np.isfinite(final["real_world3d_pa_mm"]) and final["real_fused_gap_mm"] >= 0
+
+
+def test_ablation_trains_each_variant_from_the_same_start(caches: dict[str, Path], tmp_path: Path) -> None:
+    from training.ablate_fused import VARIANTS, run_ablation
+
+    base = _view_config(caches, tmp_path / "unused")
+    chosen = {k: VARIANTS[k] for k in ("all", "- real_distill")}
+    report = run_ablation(base, 1, tmp_path / "ablation", chosen)
+    assert list(report["variants"]) == ["start", "all", "- real_distill"]
+    for row in report["variants"].values():
+        assert np.isfinite(row["real_2d_mean"]) and np.isfinite(row["network_pa_mpjpe_mm"])
+    table = (tmp_path / "ablation" / "ablation.md").read_text()
+    assert "| - real_distill |" in table and "| start |" in table

@@ -26,7 +26,7 @@ import torch
 
 from models.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from models.config import config_to_json
-from models.export_onnx import export_onnx
+from models.export_onnx import check_cue_parity, export_onnx
 from models.file_hash import sha256_file
 from models.paths import REPO_ROOT, WEIGHTS_DIR
 from training import evaluate
@@ -91,6 +91,7 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
     onnx_path = out_dir / f"{name}.onnx"
     save_checkpoint(model, weights_path, extra_metadata=meta.extra)
     export_onnx(model, onnx_path)
+    parity = check_cue_parity(model, onnx_path)  # raises OnnxParityError: a broken export never ships
     metrics = evaluate.main(["--weights", str(weights_path), "--samples", str(eval_samples),
                              "--out", str(out_dir), "--name", f"{name}_synthetic"])
     report_md = out_dir / f"{name}_synthetic.md"
@@ -121,6 +122,7 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
         "data_recipe": _fused_data_recipe(meta.extra)
         or "training.synth.SynthHandDataset (procedural scenes, our hand model), see training/configs",
         "notes": notes,
+        "onnx_parity_max_m": parity,
         "metrics_synthetic_test": dataclasses.asdict(metrics),
         "evaluated_on": {"samples": eval_samples, "torch": torch.__version__, "host": platform.platform()},
     }

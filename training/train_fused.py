@@ -24,6 +24,11 @@ real rows (no ground truth)
   real_reproj: DGP reprojection consistency: camera-space joints projected into the crop against the
       2D joints DGP solved with
   real_prior: bone-length ratios of the normalised joints against the template's
+  real_distill: the normalised mesh of rows run without MediaPipe's 3D landmarks against the same
+      network's fused-cue mesh of that crop (detached teacher; ``training.real_views``)
+  real_con2d / real_con3d: M3DHMR's two-view consistency: the crop rotated about its centre (and
+      jittered) runs with the network cue; its own 2D joints and normalised 3D joints must be the first
+      view's, rotated (``training.real_views``)
 
 Outputs (``out_dir``): ``train_log.csv``, ``eval_log.csv`` (synthetic test hands found by MediaPipe,
 fused cue, and real held-out photos' 2D agreement), ``checkpoints/last.safetensors`` and
@@ -50,8 +55,9 @@ from models.m3dhmr import M3DHMR, M3DHMROutput
 from models.mediapipe_frame import hand_length
 from models.paths import REPO_ROOT
 from training.losses import edge_length_loss, heatmap_kl_loss, mesh_edges, normal_loss
-from training.metrics import MetricAccumulator
+from training.metrics import MetricAccumulator, procrustes_align_to_gt
 from training.mp_data import CueBatch, CueCache, CueDataset, collate_cue_samples, load_cue_cache, photo_split
+from training.real_views import draw_angles, photometric_jitter, rotate_crops, rotate_points_2d, rotation_about_optical_axis
 from training.train import CsvLog
 
 CUES: tuple[str, ...] = ("fused", "mediapipe", "network")
@@ -80,6 +86,9 @@ class FusedLossWeights:
     real_world3d: float = 0.2
     real_reproj: float = 0.5
     real_prior: float = 0.2
+    real_distill: float = 0.0
+    real_con2d: float = 0.0
+    real_con3d: float = 0.0
     heatmap_sigma_px: float = 4.0
     length_scale_m: float = 0.2
 
@@ -105,6 +114,7 @@ class FusedTrainConfig:
     cue_probs: tuple[float, float, float] = (0.55, 0.2, 0.25)
     given_length_prob: float = 0.3
     spectrum_mix_prob: float = 0.0
+    view_max_deg: float = 30.0
     eval_every_steps: int = 300
     eval_samples: int = 400
     checkpoint_every_steps: int = 100
@@ -262,6 +272,47 @@ class FusedLoss(torch.nn.Module):
         return total, {k: v.detach() for k, v in terms.items()}
 
 
+def real_view_terms(model: M3DHMR, out: M3DHMROutput, batch: CueBatch, cues: torch.Tensor, weights: FusedLossWeights,
+                    generator: torch.Generator, max_deg: float) -> dict[str, torch.Tensor]:
+    """``real_distill``, ``real_con2d`` and ``real_con3d`` (module docstring) on the real rows of ``batch``;
+    terms whose weight is 0 are not computed (nor are their extra forwards run)."""
+    real = ~batch.has_gt
+    terms: dict[str, torch.Tensor] = {}
+    want_teacher = weights.real_distill > 0
+    want_view = weights.real_con2d > 0 or weights.real_con3d > 0 or want_teacher
+    if not real.any() or not (want_teacher or want_view):
+        return terms
+    s, length = weights.length_scale_m, model.template_hand_length
+    rows = real.nonzero().squeeze(1)
+    sub = CueBatch(**{k: getattr(batch, k)[rows] for k in batch.__dataclass_fields__})
+    n, crop = len(rows), int(batch.crops.shape[-1])
+    row_cues = cues[rows]
+    teacher_verts = None
+    if want_teacher:
+        with torch.no_grad():
+            teacher = forward_batch(model, sub, torch.zeros_like(row_cues), None)
+        teacher_verts = teacher.vertices_unit.detach()
+        student = row_cues != 0
+        if student.any():
+            terms["real_distill"] = (out.vertices_unit[rows][student] - teacher_verts[student]).abs().mean() / s
+    angles = draw_angles(n, max_deg, generator).to(batch.crops.device)
+    view = dataclasses.replace(sub, crops=photometric_jitter(rotate_crops(sub.crops, angles), generator))
+    second = forward_batch(model, view, torch.full_like(row_cues, CUES.index("network")), None)
+    rot3 = rotation_about_optical_axis(angles)
+    if weights.real_con2d > 0:
+        expected = rotate_points_2d(out.joints_2d_pred[rows], angles, crop)
+        terms["real_con2d"] = ((second.joints_2d_pred - expected).abs() / crop).clamp_max(0.15).mean()
+    if weights.real_con3d > 0:
+        first = _unit(out.joints_rel[rows], hand_length(out.joints_rel[rows]), length)
+        first = torch.where((row_cues == 0).reshape(-1, 1, 1), first.detach(), first)  # the fused view is a teacher
+        own = _unit(second.joints_rel, hand_length(second.joints_rel), length)
+        terms["real_con3d"] = ((own - first @ rot3.transpose(1, 2)).abs() / s).clamp_max(0.1).mean()
+    if teacher_verts is not None:
+        rotated_teacher = teacher_verts @ rot3.transpose(1, 2)
+        terms["real_distill_view"] = (second.vertices_unit - rotated_teacher).abs().mean() / s
+    return terms
+
+
 # --------------------------------------------------------------------------------------------- evaluation
 
 
@@ -292,24 +343,34 @@ def evaluate_synthetic(model: M3DHMR, dataset: CueDataset, cue: str, batch_size:
 
 @torch.no_grad()
 def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -> dict[str, float]:
-    """Held-out real hands: the network's own 2D joints (network cue) against MediaPipe's landmarks, in
+    """Held-out real hands with the network cue: its own 2D joints against MediaPipe's landmarks, in
     fractions of the landmark box diagonal (mean, PCK@0.1) and the extent ratio (own 2D box diagonal /
-    landmark box diagonal)."""
+    landmark box diagonal); in 3D, both at the template's hand length: ``real_world3d_pa_mm``, PA-MPJPE of
+    its joints against MediaPipe's world landmarks, and ``real_fused_gap_mm``, the mean vertex distance
+    between its mesh and the same network's fused-cue mesh of that crop."""
     was = model.training
     model.eval()
-    errors, extents = [], []
+    errors, extents, world_pa, teacher_gap = [], [], [], []
+    length = model.template_hand_length
     for start in range(0, len(dataset), batch_size):
         batch = collate_cue_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
         out = forward_batch(model, batch, torch.full((len(batch),), 2, dtype=torch.long), None)
+        teacher = forward_batch(model, batch, torch.zeros((len(batch),), dtype=torch.long), None)
         ref = batch.mp_uv
         diag = (ref.amax(1) - ref.amin(1)).norm(dim=-1).clamp_min(1e-6)
         own = out.joints_2d_pred
         errors.append((own - ref).norm(dim=-1) / diag.reshape(-1, 1))
         extents.append((own.amax(1) - own.amin(1)).norm(dim=-1) / diag)
+        world = _unit(batch.mp_world_virt, hand_length(batch.mp_world_virt), length)
+        aligned = procrustes_align_to_gt(_unit(out.joints_rel, hand_length(out.joints_rel), length), world)
+        world_pa.append((aligned - world).norm(dim=-1).mean(dim=-1))
+        teacher_gap.append((out.vertices_unit - teacher.vertices_unit).norm(dim=-1).mean(dim=-1))
     model.train(was)
     err = torch.cat(errors)
     return {"real_2d_mean": float(err.mean()), "real_pck10": float((err < 0.1).float().mean()),
-            "real_extent_ratio": float(torch.cat(extents).median())}
+            "real_extent_ratio": float(torch.cat(extents).median()),
+            "real_world3d_pa_mm": 1e3 * float(torch.cat(world_pa).mean()),
+            "real_fused_gap_mm": 1e3 * float(torch.cat(teacher_gap).mean())}
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -435,6 +496,11 @@ class FusedTrainer:
                     given = torch.where(pick, hand_length(batch.joints_cam), torch.zeros(len(batch), device=self.device))
                 out = forward_batch(self.model, batch, cues, given)
                 total, terms = self.loss_fn(out, batch)
+                extra = real_view_terms(self.model, out, batch, cues, cfg.loss, self.generator, cfg.view_max_deg)
+                if extra:
+                    factor = {"real_distill_view": cfg.loss.real_distill}
+                    total = total + torch.stack([factor.get(k, getattr(cfg.loss, k, 0.0)) * v for k, v in extra.items()]).sum()
+                    terms.update({k: v.detach() for k, v in extra.items()})
                 if not torch.isfinite(total):
                     raise FusedTrainError(f"loss became {float(total)} at step {self.step}")
                 self.optimizer.zero_grad(set_to_none=True)
