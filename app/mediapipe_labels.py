@@ -166,11 +166,42 @@ def synth_full_frame(generator: Any, seed: int, index: int) -> tuple[Any, np.nda
     return spec, rendered.image_bgr
 
 
-def _synth_worker(args: tuple[int, list[int]]) -> list[tuple[int, bool, bool, dict[str, np.ndarray] | None]]:
-    seed, indices = args
-    from training.synth.scene import SceneGenerator
+@dataclass(frozen=True)
+class SynthVariant:
+    """Opt-in real-photo statistics for a synthetic cache (``training.synth.real_priors``).
 
-    generator = SceneGenerator()
+    real_backgrounds: hand-free regions of the real room photos behind half of the hands; needs
+        ``photo_root`` and ``photo_cache`` (the ``photos`` cache of that root, for the hand boxes).
+    matched_poses: poses re-weighted towards the bends of real photos (``assets/real_pose_bends.json``).
+    """
+
+    real_backgrounds: bool = False
+    matched_poses: bool = False
+    photo_root: Path | None = None
+    photo_cache: Path | None = None
+
+    @property
+    def suffix(self) -> str:
+        """Cache folder suffix ('' for the default generator)."""
+        return ("_realbg" if self.real_backgrounds else "") + ("_matchedposes" if self.matched_poses else "")
+
+    def generator(self) -> Any:
+        """A ``training.synth.scene.SceneGenerator`` drawing this variant."""
+        from training.synth.backgrounds import BackgroundSampler
+        from training.synth.real_priors import BendMatchedPoses, RealPhotoRegions
+        from training.synth.scene import SceneGenerator
+
+        backgrounds = None
+        if self.real_backgrounds:
+            if self.photo_root is None or self.photo_cache is None:
+                raise LabelCacheError("real backgrounds need the photo folder and its photos_* cache")
+            backgrounds = BackgroundSampler(real_regions=RealPhotoRegions(self.photo_root, self.photo_cache))
+        return SceneGenerator(backgrounds=backgrounds, pose_sampler=BendMatchedPoses() if self.matched_poses else None)
+
+
+def _synth_worker(args: tuple[int, list[int], SynthVariant]) -> list[tuple[int, bool, bool, dict[str, np.ndarray] | None]]:
+    seed, indices, variant = args
+    generator = variant.generator()
     detector = StillImageDetector()
     out = []
     for index in indices:
@@ -206,16 +237,17 @@ def _chunks(n: int, chunk: int) -> Iterator[tuple[int, list[int]]]:
         yield c, list(range(start, min(n, start + chunk)))
 
 
-def synth_cache_dir(out: Path, seed: int) -> Path:
-    """Folder of one synthetic cache (keyed by the generator fingerprint and the seed)."""
+def synth_cache_dir(out: Path, seed: int, variant: SynthVariant = SynthVariant()) -> Path:
+    """Folder of one synthetic cache (keyed by the generator fingerprint, the seed and the variant)."""
     from training.synth.testset import generator_fingerprint
 
-    return out / f"synth_{generator_fingerprint()}_seed{seed}"
+    return out / f"synth_{generator_fingerprint()}_seed{seed}{variant.suffix}"
 
 
-def build_synth(out: Path, seed: int, n: int, workers: int, chunk: int) -> Path:
+def build_synth(out: Path, seed: int, n: int, workers: int, chunk: int, variant: SynthVariant = SynthVariant()) -> Path:
     """Run MediaPipe over ``n`` synthetic frames of ``seed`` (resumable); returns the cache folder."""
-    folder = synth_cache_dir(out, seed)
+    variant.generator()  # fail here, before any worker starts, when the variant's inputs are missing
+    folder = synth_cache_dir(out, seed, variant)
     folder.mkdir(parents=True, exist_ok=True)
     jobs = []
     for c, indices in _chunks(n, chunk):
@@ -228,7 +260,7 @@ def build_synth(out: Path, seed: int, n: int, workers: int, chunk: int) -> Path:
     done = 0
     with mp_proc.get_context("spawn").Pool(workers) as pool:
         for path, parts in jobs:
-            results = [r for part in pool.map(_synth_worker, [(seed, p) for p in parts if p]) for r in part]
+            results = [r for part in pool.map(_synth_worker, [(seed, p, variant) for p in parts if p]) for r in part]
             results.sort(key=lambda r: r[0])
             _write_chunk(path, results)
             done += len(results)
@@ -415,30 +447,13 @@ def offset_report(folder: Path) -> dict[str, Any]:
             "joints": rows}
 
 
-FLEXION_TRIPLES: tuple[tuple[int, int, int], ...] = tuple(
-    (a, b, c) for finger in range(5) for a, b, c in (
-        (0 if finger else 0, 1 + 4 * finger, 2 + 4 * finger), (1 + 4 * finger, 2 + 4 * finger, 3 + 4 * finger),
-        (2 + 4 * finger, 3 + 4 * finger, 4 + 4 * finger))
-)
-"""(parent, joint, child) of the 15 finger joints whose bend angle describes a hand pose (rotation-free)."""
-
-
-def flexion_angles(joints: np.ndarray) -> np.ndarray:
-    """``(N, 15)`` bend angles in degrees (0 = straight) of ``(N, 21, 3)`` joints."""
-    out = []
-    for a, b, c in FLEXION_TRIPLES:
-        u = joints[:, b] - joints[:, a]
-        v = joints[:, c] - joints[:, b]
-        cos = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-9)
-        out.append(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-    return np.stack(out, axis=1)
-
-
 def pose_report(synth: Path, photos: Path) -> dict[str, Any]:
     """How far our synthetic pose distribution is from the poses in real photos, both seen through
     MediaPipe's world landmarks (same estimator on both sides): per finger joint the 1D Wasserstein
     distance between the bend-angle distributions (degrees), its mean, and the mean bends."""
     from scipy.stats import wasserstein_distance
+
+    from training.synth.real_priors import flexion_angles
 
     def angles(folder: Path, key: str) -> np.ndarray:
         rows = []
@@ -470,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     p_synth = sub.add_parser("synth", help="MediaPipe on full synthetic frames")
     p_synth.add_argument("--seed", type=int, default=0, help="dataset seed (training.synth.testset.TEST_SEED for the test set)")
     p_synth.add_argument("--n", type=int, default=12000)
+    p_synth.add_argument("--real-backgrounds", type=Path, default=None, metavar="PHOTOS_CACHE",
+                         help="hand-free regions of the real room photos as backgrounds (give the photos_* cache)")
+    p_synth.add_argument("--matched-poses", action="store_true",
+                         help="poses re-weighted towards real photos' finger bends (assets/real_pose_bends.json)")
+    p_synth.add_argument("--photo-root", type=Path, default=REPO_ROOT.parent / "shared" / "real" / "photos")
     p_photos = sub.add_parser("photos", help="MediaPipe on a folder of real photos")
     p_photos.add_argument("--root", type=Path, default=REPO_ROOT.parent / "shared" / "real" / "photos")
     for p in (p_synth, p_photos):
@@ -487,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "synth":
-            print(build_synth(args.out, args.seed, args.n, max(1, args.workers), args.chunk))
+            variant = SynthVariant(real_backgrounds=args.real_backgrounds is not None, matched_poses=args.matched_poses,
+                                   photo_root=args.photo_root, photo_cache=args.real_backgrounds)
+            print(build_synth(args.out, args.seed, args.n, max(1, args.workers), args.chunk, variant))
         elif args.command == "photos":
             print(build_photos(args.out, args.root, max(1, args.workers), args.chunk))
         elif args.command == "pose-report":

@@ -10,7 +10,6 @@ from app.mediapipe_labels import (
     MediaPipeHand,
     build_photos,
     crop_hand,
-    flexion_angles,
     fov_intrinsics,
     match_hand,
     offset_report,
@@ -20,6 +19,7 @@ from models.paths import SHARED_REAL_DIR
 from models.rectify import crop_to_image
 from tests.pipeline_fakes import hand_landmarks
 from tests.test_train_fused import _write_cache
+from training.synth.real_priors import flexion_angles
 
 PHOTOS = SHARED_REAL_DIR / "photos"
 

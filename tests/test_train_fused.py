@@ -216,3 +216,10 @@ def test_ablation_trains_each_variant_from_the_same_start(caches: dict[str, Path
         assert np.isfinite(row["real_2d_mean"]) and np.isfinite(row["network_pa_mpjpe_mm"])
     table = (tmp_path / "ablation" / "ablation.md").read_text()
     assert "| - real_distill |" in table and "| start |" in table
+
+
+def test_extra_synthetic_caches_are_merged(caches: dict[str, Path], tmp_path: Path) -> None:
+    cfg = _view_config(caches, tmp_path / "run", extra_synth_caches=(str(caches["test"]),), max_steps=1)
+    trainer = FusedTrainer(cfg, show_progress=False)
+    assert len(trainer.synth) == 12 + 6 and len(set(trainer.synth.arrays["index"].tolist())) == 18
+    assert trainer.fit()["steps"] == 1

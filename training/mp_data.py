@@ -82,6 +82,21 @@ def load_cue_cache(folder: Path | str, max_inputs: int | None = None) -> CueCach
     return CueCache(folder, arrays, np.concatenate(found), np.concatenate(handed), files)
 
 
+def merge_cue_caches(caches: list[CueCache]) -> CueCache:
+    """One synthetic cache holding the hands of several (e.g. the default generator's and a variant's with
+    real backgrounds); the keys every cache has are kept, ``index`` is renumbered to stay unique."""
+    if len(caches) == 1:
+        return caches[0]
+    if any(c.files is not None for c in caches):
+        raise CueDataError("merge_cue_caches merges synthetic caches only")
+    keys = set.intersection(*(set(c.arrays) for c in caches))
+    arrays = {k: np.concatenate([c.arrays[k] for c in caches]) for k in keys}
+    offsets = np.cumsum([0] + [len(c.all_found) for c in caches[:-1]])
+    arrays["index"] = np.concatenate([c.arrays["index"] + off for c, off in zip(caches, offsets)])
+    return CueCache(caches[0].folder, arrays, np.concatenate([c.all_found for c in caches]),
+                    np.concatenate([c.all_handed_ok for c in caches]), None)
+
+
 def photo_is_held_out(name: str) -> bool:
     """Fixed split by file name: about ``HELD_OUT_FRACTION`` of the photos (sha256 of the relative path)."""
     digest = hashlib.sha256(name.encode("utf-8")).digest()

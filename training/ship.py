@@ -70,7 +70,17 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
                      "real outputs (app.mediapipe_labels synth); ground truth for every term",
         "batch": f"{cfg.get('batch_size')} hands, of which {cfg.get('real_per_batch')} real photos",
         "cues": dict(zip(("fused", "mediapipe", "network"), cfg.get("cue_probs", ()))),
+        "warm_start_from": cfg.get("warm_start_from"),
     }
+    if cfg.get("extra_synth_caches"):
+        recipe["synthetic_variants"] = [
+            f"{path}: the same generator with opt-in real-photo statistics (app.mediapipe_labels synth "
+            "--real-backgrounds: hand-free regions of the training photos as backgrounds; --matched-poses: poses "
+            "re-weighted towards the real photos' finger bends, assets/real_pose_bends.json)"
+            for path in cfg["extra_synth_caches"]]
+    terms = {k: v for k, v in cfg.get("loss", {}).items() if k in ("real_distill", "real_con2d", "real_con3d") and v}
+    if terms:
+        recipe["label_free_terms"] = terms
     if cfg.get("photo_cache"):
         recipe["real_photos"] = (f"{cfg['photo_cache']}: ../shared/real/photos through app.mediapipe_labels photos; "
                                  "about 10 % held out by file name (training.mp_data.photo_is_held_out), never trained on")

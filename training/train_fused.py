@@ -56,7 +56,15 @@ from models.mediapipe_frame import hand_length
 from models.paths import REPO_ROOT
 from training.losses import edge_length_loss, heatmap_kl_loss, mesh_edges, normal_loss
 from training.metrics import MetricAccumulator, procrustes_align_to_gt
-from training.mp_data import CueBatch, CueCache, CueDataset, collate_cue_samples, load_cue_cache, photo_split
+from training.mp_data import (
+    CueBatch,
+    CueCache,
+    CueDataset,
+    collate_cue_samples,
+    load_cue_cache,
+    merge_cue_caches,
+    photo_split,
+)
 from training.real_views import draw_angles, photometric_jitter, rotate_crops, rotate_points_2d, rotation_about_optical_axis
 from training.train import CsvLog
 
@@ -100,6 +108,7 @@ class FusedTrainConfig:
     name: str = "realtime_fused"
     model_preset: str = "realtime_fused"
     synth_cache: str = ""
+    extra_synth_caches: tuple[str, ...] = ()
     photo_cache: str | None = None
     test_cache: str | None = None
     warm_start_from: str | None = None
@@ -402,7 +411,8 @@ class FusedTrainer:
         synth_path = cfg.resolve(cfg.synth_cache)
         if synth_path is None:
             raise FusedTrainError("synth_cache is required")
-        self.synth = load_cue_cache(synth_path)
+        extra = [load_cue_cache(self.cfg.resolve(p)) for p in cfg.extra_synth_caches]  # type: ignore[arg-type]
+        self.synth = merge_cue_caches([load_cue_cache(synth_path), *extra])
         self.photos = load_cue_cache(cfg.resolve(cfg.photo_cache)) if cfg.photo_cache else None  # type: ignore[arg-type]
         self.train_synth = CueDataset(self.synth, None, augment=True, seed=cfg.seed, spectrum_source=self.photos,
                                       spectrum_mix_prob=cfg.spectrum_mix_prob)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -180,16 +181,24 @@ def _load_photos(photo_dir: Path | None) -> list[np.ndarray]:
 
 
 class BackgroundSampler:
-    """Draws random backgrounds. `photo_dir`: optional folder of extra real photos (BGR files)."""
+    """Draws random backgrounds. `photo_dir`: optional folder of extra real photos (BGR files).
+    `real_regions`: optional `training.synth.real_priors.RealPhotoRegions` (hand-free rectangles of real
+    room photos), drawn with probability `real_prob` before any other kind."""
 
-    def __init__(self, photo_dir: Path | None = None) -> None:
+    def __init__(self, photo_dir: Path | None = None, real_regions: Any | None = None, real_prob: float = 0.5) -> None:
         self.photos = _load_photos(photo_dir)
+        self.real_regions = real_regions
+        self.real_prob = float(real_prob)
 
     def sample(
         self, rng: np.random.Generator, width: int, height: int, kind: str | None = None, person: bool | None = None
     ) -> np.ndarray:
         """A (height, width, 3) uint8 BGR background; `kind` forces one of `BACKGROUND_KINDS`, `person`
         forces a person silhouette on or off (None: random, 30 %)."""
+        if kind is None and self.real_regions is not None and rng.random() < self.real_prob:
+            region = self.real_regions.sample(rng, width, height)
+            if region is not None:
+                return region
         if kind is None and self.photos and rng.random() < 0.3:
             return self._photo(rng, width, height)
         ww, wh = _work_size(width, height)

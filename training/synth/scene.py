@@ -9,6 +9,7 @@ Images are BGR uint8. Pixel centres are at integer coordinates (OpenCV).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,9 +186,14 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
 
 
 class SceneGenerator:
-    """Samples and renders synthetic hand frames. Uses one `HandModel` (default: the shipped asset)."""
+    """Samples and renders synthetic hand frames. Uses one `HandModel` (default: the shipped asset).
 
-    def __init__(self, hand_model: HandModel | None = None, backgrounds: BackgroundSampler | None = None) -> None:
+    `backgrounds`: the background sampler (default: procedural kinds only); `pose_sampler`: draws one
+    (22,) pose from a generator (default `models.hand.poses.sample_poses`; e.g.
+    `training.synth.real_priors.BendMatchedPoses` for poses matched to real photos)."""
+
+    def __init__(self, hand_model: HandModel | None = None, backgrounds: BackgroundSampler | None = None,
+                 pose_sampler: Callable[[np.random.Generator], np.ndarray] | None = None) -> None:
         self.hand = hand_model if hand_model is not None else HandModel.default()
         self.hand.eval()
         self.faces_right = self.hand.faces.cpu().numpy().astype(np.int64)
@@ -197,6 +203,7 @@ class SceneGenerator:
             rest_joints = self.hand.regress_joints(self.hand.template[None].float())[0].numpy().astype(np.float64)
         self.skin_layout = SkinLayout.from_rest_hand(template, self.faces_right, rest_joints)
         self.backgrounds = backgrounds if backgrounds is not None else BackgroundSampler()
+        self.pose_sampler = pose_sampler
 
     def pose_hand(self, pose: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Right hand in its own frame: pose (22,), shape (4,) -> vertices (V, 3), joints (21, 3) float64."""
@@ -208,7 +215,7 @@ class SceneGenerator:
         """Draw one random scene."""
         width, height, K = sample_intrinsics(rng)
         is_right = bool(rng.random() < 0.5)
-        pose = sample_poses(1, rng)[0]
+        pose = sample_poses(1, rng)[0] if self.pose_sampler is None else self.pose_sampler(rng)
         shape = sample_shapes(1, rng, scale=0.8)[0]
         verts_h, joints_h = self.pose_hand(pose, shape)
         size = float(np.exp(0.1 * shape[0]))
