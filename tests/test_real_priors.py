@@ -103,3 +103,22 @@ def test_variant_caches_get_their_own_folder(tmp_path: Path) -> None:
     assert both.name == plain.name + "_realbg_matchedposes"
     with pytest.raises(Exception, match="photo"):
         SynthVariant(real_backgrounds=True).generator()
+
+
+def test_the_scene_generator_draws_its_poses_from_the_given_sampler() -> None:
+    from models.hand.poses import named_pose
+    from training.synth.scene import SceneGenerator
+
+    fist = named_pose("fist")
+    calls = []
+
+    def sampler(rng: np.random.Generator) -> np.ndarray:
+        calls.append(1)
+        return fist
+
+    spec = SceneGenerator(pose_sampler=sampler).sample_spec(np.random.default_rng(0))
+    assert calls == [1]
+    bends = flexion_angles(spec.joints_cam[None])[0]
+    with torch.no_grad():
+        rest_fist = HandModel.default()(torch.as_tensor(fist[None])).joints.numpy()
+    assert np.allclose(bends, flexion_angles(rest_fist)[0], atol=2.0)  # same pose, whatever the shape

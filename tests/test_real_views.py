@@ -61,3 +61,32 @@ def test_angles_and_jitter_stay_in_range() -> None:
     crops = torch.rand(4, 3, 16, 16, generator=generator)
     jittered = photometric_jitter(crops, generator)
     assert jittered.min() >= 0.0 and jittered.max() <= 1.0 and not torch.allclose(jittered, crops)
+
+
+def test_rotate_rows_turns_real_crops_and_their_labels_together() -> None:
+    from training.mp_data import CueBatch
+    from training.real_views import rotate_rows
+
+    size = 64
+    n = 3
+    gen = torch.Generator().manual_seed(0)
+    uv = torch.rand(n, 21, 2, generator=gen) * 40 + 12
+    crops = torch.zeros(n, 3, size, size)
+    for k in range(n):
+        crops[k] = _blob(size, (float(uv[k, 5, 0]), float(uv[k, 5, 1])))
+    world = torch.randn(n, 21, 3, generator=gen) * 0.03
+    batch = CueBatch(crops=crops, K_virt=torch.eye(3).expand(n, 3, 3), virt_from_cam=torch.eye(3).expand(n, 3, 3).clone(),
+                     crop_from_image=torch.eye(3).expand(n, 3, 3), mp_uv=uv, mp_world_virt=world, mp_score=torch.ones(n),
+                     has_gt=torch.zeros(n, dtype=torch.bool), joints_cam=torch.zeros(n, 21, 3), verts_cam=torch.zeros(n, 5, 3),
+                     joints_uv=torch.zeros(n, 21, 2), verts_rel=torch.zeros(n, 5, 3), joints_rel=torch.zeros(n, 21, 3))
+    angles = torch.tensor([math.radians(150.0), math.radians(-90.0)])
+    out = rotate_rows(batch, torch.tensor([0, 2]), angles)
+    assert torch.equal(out.crops[1], crops[1]) and torch.equal(out.mp_uv[1], uv[1])  # row 1 untouched
+    for row, angle in ((0, angles[0]), (2, angles[1])):
+        assert torch.allclose(_peak(out.crops[row, 0]), out.mp_uv[row, 5], atol=0.5)  # label follows the image
+        assert torch.allclose(out.mp_world_virt[row].norm(dim=-1), world[row].norm(dim=-1), atol=1e-6)
+        assert torch.allclose(out.mp_world_virt[row, :, 2], world[row, :, 2])  # a roll keeps depth
+        # the rotated virtual camera sees the same camera-space points as the rotated landmarks
+        cam = world[row] @ batch.virt_from_cam[row]  # virt -> cam (orthonormal)
+        assert torch.allclose(cam @ out.virt_from_cam[row].T, out.mp_world_virt[row], atol=1e-5)
+    assert torch.allclose(batch.mp_uv, uv)  # the input batch is not modified

@@ -10,6 +10,9 @@ label-free signals constrain the whole mesh:
   crop's virtual camera has its principal point at the crop centre and square pixels, so rotating the
   image by theta is exactly rotating the camera about its optical axis: 2D joints rotate by theta
   about the centre and wrist-relative 3D points rotate by theta about the z axis.
+- **Any roll**: the real photos show mostly upright hands (raised hands, sign digits), while a user's
+  hand may hang down; :func:`rotate_rows` turns real crops and their MediaPipe labels by any angle
+  (the same exact camera roll), so the image-only path sees every orientation of real hands.
 - **Fused-cue teacher**: the same network run with MediaPipe's 2D and 3D landmarks (the ``fused``
   cue, which follows real fingers: 0.028 agreement on the real photos) gives a whole mesh; the image-
   only and 2D-only rows of the same crop are pulled towards it (detached: the teacher is not moved).
@@ -19,10 +22,13 @@ the crop's virtual camera (x right, y down, z forward), metres or the template's
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
+
+from training.mp_data import CueBatch
 
 
 def rotation_2d(angles_rad: torch.Tensor) -> torch.Tensor:
@@ -70,3 +76,25 @@ def photometric_jitter(crops: torch.Tensor, generator: torch.Generator, strength
 def draw_angles(batch: int, max_deg: float, generator: torch.Generator) -> torch.Tensor:
     """``(B,)`` angles uniform in ``[-max_deg, max_deg]`` degrees, returned in radians."""
     return (torch.rand(batch, generator=generator, dtype=torch.float64) * 2.0 - 1.0).float() * math.radians(max_deg)
+
+
+def rotate_rows(batch: CueBatch, rows: torch.Tensor, angles_rad: torch.Tensor) -> CueBatch:
+    """``batch`` with the crops of ``rows`` (``(R,)`` indices) rotated by ``angles_rad (R,)`` about their
+    centre, and their MediaPipe pseudo-labels rotated with them: ``mp_uv`` in the image,
+    ``mp_world_virt`` about the optical axis, and ``virt_from_cam`` (the rotated virtual camera).
+
+    Exact for real rows, whose labels are only MediaPipe's; rows with ground truth would also need their
+    true 2D joints and wrist-relative points turned, so this is meant for real rows (crop pixels,
+    virtual-camera frame as in the module docstring).
+    """
+    if rows.numel() == 0:
+        return batch
+    crop = int(batch.crops.shape[-1])
+    rot3 = rotation_about_optical_axis(angles_rad.to(batch.crops.dtype))
+    crops, mp_uv = batch.crops.clone(), batch.mp_uv.clone()
+    mp_world, virt = batch.mp_world_virt.clone(), batch.virt_from_cam.clone()
+    crops[rows] = rotate_crops(batch.crops[rows], angles_rad)
+    mp_uv[rows] = rotate_points_2d(batch.mp_uv[rows], angles_rad, crop)
+    mp_world[rows] = batch.mp_world_virt[rows] @ rot3.transpose(1, 2)
+    virt[rows] = rot3 @ batch.virt_from_cam[rows]
+    return dataclasses.replace(batch, crops=crops, mp_uv=mp_uv, mp_world_virt=mp_world, virt_from_cam=virt)

@@ -8,7 +8,9 @@ Every batch mixes synthetic hands (full supervision) and real hands (label-free 
 terms) from the caches written by ``python -m app.mediapipe_labels``. Each row runs with one cue, drawn
 per row: ``fused`` (MediaPipe 2D + 3D landmarks), ``mediapipe`` (2D only) or ``network`` (image only);
 on synthetic rows the true hand length is given to the network for a fraction of the rows, so the
-camera-space path also learns with a known size. ``spectrum_mix_prob`` mixes real photos' low-frequency
+camera-space path also learns with a known size. ``real_roll_prob``: that fraction of the real rows is
+rolled by up to ``real_roll_max_deg`` with its labels (``training.real_views.rotate_rows``).
+``spectrum_mix_prob`` mixes real photos' low-frequency
 amplitude spectra into synthetic crops (``training.appearance``). Terms (weights in :class:`FusedLossWeights`):
 
 synthetic rows (ground truth)
@@ -65,7 +67,14 @@ from training.mp_data import (
     merge_cue_caches,
     photo_split,
 )
-from training.real_views import draw_angles, photometric_jitter, rotate_crops, rotate_points_2d, rotation_about_optical_axis
+from training.real_views import (
+    draw_angles,
+    photometric_jitter,
+    rotate_crops,
+    rotate_points_2d,
+    rotate_rows,
+    rotation_about_optical_axis,
+)
 from training.train import CsvLog
 
 CUES: tuple[str, ...] = ("fused", "mediapipe", "network")
@@ -124,6 +133,8 @@ class FusedTrainConfig:
     given_length_prob: float = 0.3
     spectrum_mix_prob: float = 0.0
     view_max_deg: float = 30.0
+    real_roll_prob: float = 0.0
+    real_roll_max_deg: float = 180.0
     eval_every_steps: int = 300
     eval_samples: int = 400
     checkpoint_every_steps: int = 100
@@ -495,6 +506,10 @@ class FusedTrainer:
                         real_iter = iter(real_loader)
                         samples = samples + next(real_iter)
                 batch = collate_cue_samples(samples).to(self.device)
+                if cfg.real_roll_prob > 0:
+                    real_rows = (~batch.has_gt).nonzero().squeeze(1)
+                    pick = real_rows[(torch.rand(len(real_rows), generator=self.generator) < cfg.real_roll_prob).to(self.device)]
+                    batch = rotate_rows(batch, pick, draw_angles(len(pick), cfg.real_roll_max_deg, self.generator).to(self.device))
                 progress = max(elapsed / cfg.time_budget_s, (self.step / cfg.max_steps) if cfg.max_steps else 0.0)
                 lr = cfg.lr * (cfg.lr_gamma if progress >= cfg.lr_drop_fraction else 1.0)
                 for group in self.optimizer.param_groups:
