@@ -453,17 +453,13 @@ def pose_report(synth: Path, photos: Path) -> dict[str, Any]:
     distance between the bend-angle distributions (degrees), its mean, and the mean bends."""
     from scipy.stats import wasserstein_distance
 
-    from training.synth.real_priors import flexion_angles
+    from training.synth.real_priors import cache_arrays, flexion_angles
 
     def angles(folder: Path, key: str) -> np.ndarray:
-        rows = []
-        for chunk in sorted(folder.glob("chunk_*.npz")):
-            with np.load(chunk) as data:
-                if key in data.files:
-                    rows.append(data[key].astype(np.float64))
-        if not rows:
-            raise LabelCacheError(f"{folder} has no {key}")
-        return flexion_angles(np.concatenate(rows))
+        try:
+            return flexion_angles(cache_arrays(folder, key).astype(np.float64))
+        except ValueError as err:
+            raise LabelCacheError(str(err)) from err
 
     real = angles(photos, "mp_world")
     ours_mp = angles(synth, "mp_world")

@@ -184,7 +184,7 @@ def check_cue_parity(model: M3DHMR, path: Path | str, batch: int = 3) -> dict[st
     wrapper = ExportWrapper(model.eval())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     base = dict(zip(wrapper.input_names, example_inputs(batch, model.crop_size, model.config)))
-    base["joints_2d_external"] = _hand_like_joints(batch, model.crop_size)
+    base["joints_2d_external"] = hand_like_joints(batch, model.crop_size)
     report: dict[str, float] = {}
     for variant, masks in cue_variants(model.config).items():
         inputs = dict(base)
@@ -210,8 +210,9 @@ def check_cue_parity(model: M3DHMR, path: Path | str, batch: int = 3) -> dict[st
     return report
 
 
-def _hand_like_joints(batch: int, crop_size: int) -> Tensor:
-    """``(batch, 21, 2)`` crop px: a fan of five fingers around the crop centre (DGP well conditioned)."""
+def hand_like_joints(batch: int, crop_size: int) -> Tensor:
+    """``(batch, 21, 2)`` crop px: a fan of five fingers around the crop centre with a fixed small jitter
+    per row (spread out, so that DGP is well conditioned); parity checks and tests feed these."""
     angles = torch.linspace(-1.1, 1.1, 5)
     radii = torch.tensor([0.12, 0.22, 0.30, 0.38]) * crop_size
     fingers = torch.stack([torch.stack([r * torch.sin(angles), -r * torch.cos(angles)], -1) for r in radii], 1)

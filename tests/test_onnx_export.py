@@ -20,6 +20,7 @@ from models.export_onnx import (
     PARITY_TOLERANCE_M,
     check_cue_parity,
     export_onnx,
+    hand_like_joints,
     read_onnx_metadata,
 )
 from models.m3dhmr import M3DHMR
@@ -40,16 +41,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[M3DHMR, Path]:
     return model, path
 
 
-def hand_like_joints(batch: int) -> np.ndarray:
-    """Spread-out 2D joints (a fan of five fingers) so that DGP is well conditioned."""
-    rng = np.random.default_rng(batch)
-    angles = np.linspace(-1.1, 1.1, 5)
-    radii = np.array([8.0, 14.0, 19.0, 24.0])
-    fingers = np.stack([np.stack([r * np.sin(angles), -r * np.cos(angles)], -1) for r in radii], 1).reshape(20, 2)
-    joints = np.concatenate([[[0.0, 20.0]], fingers + [0.0, 20.0]])
-    return (joints[None] + 31.5 + rng.normal(scale=1.0, size=(batch, 21, 2))).astype(np.float32)
-
-
 def make_request(batch: int, external: bool) -> BackendRequest:
     rng = np.random.default_rng(100 + batch)
     k = np.array([[150.0, 0.0, 31.5], [0.0, 150.0, 31.5], [0.0, 0.0, 1.0]], np.float32)
@@ -58,7 +49,7 @@ def make_request(batch: int, external: bool) -> BackendRequest:
         crops_rgb=rng.integers(0, 256, size=(batch, CROP, CROP, 3), dtype=np.uint8),
         K_virt=np.broadcast_to(k, (batch, 3, 3)).copy(),
         virt_to_cam=rotation,
-        joints_2d_external=hand_like_joints(batch) if external else None,
+        joints_2d_external=hand_like_joints(batch, CROP).numpy() if external else None,
     )
 
 

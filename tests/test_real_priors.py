@@ -122,3 +122,15 @@ def test_the_scene_generator_draws_its_poses_from_the_given_sampler() -> None:
     with torch.no_grad():
         rest_fist = HandModel.default()(torch.as_tensor(fist[None])).joints.numpy()
     assert np.allclose(bends, flexion_angles(rest_fist)[0], atol=2.0)  # same pose, whatever the shape
+
+
+def test_cache_arrays_skip_chunks_without_hands_and_can_leave_out_the_held_out_photos(tmp_path: Path) -> None:
+    from training.synth.real_priors import cache_arrays
+
+    _, cache, files = _photo_cache(tmp_path)
+    np.savez(cache / "chunk_00001.npz", all_index=np.arange(3, 4), all_found=np.zeros(1, bool))  # no hand found
+    np.savez(cache / "chunk_00002.npz", index=np.array([3]), mp_uv_img=np.zeros((1, 21, 2), np.float32))
+    assert len(cache_arrays(cache, "mp_uv_img")) == 4
+    assert len(cache_arrays(cache, "mp_uv_img", training_photos_only=True)) == 3  # files[3] is held out
+    with pytest.raises(ValueError, match="has no"):
+        cache_arrays(cache, "mp_world")

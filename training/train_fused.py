@@ -109,6 +109,12 @@ class FusedLossWeights:
     heatmap_sigma_px: float = 4.0
     length_scale_m: float = 0.2
 
+    def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sum of ``terms`` times their weights; ``real_distill_view`` (the rotated view's teacher term)
+        shares ``real_distill``'s weight."""
+        alias = {"real_distill_view": "real_distill"}
+        return torch.stack([getattr(self, alias.get(k, k)) * v for k, v in terms.items()]).sum()
+
 
 @dataclass(frozen=True)
 class FusedTrainConfig:
@@ -287,9 +293,7 @@ class FusedLoss(torch.nn.Module):
             bone = (joints_unit[r][:, self.bones[:, 1]] - joints_unit[r][:, self.bones[:, 0]]).norm(dim=-1)
             ratio = bone / bone.sum(dim=-1, keepdim=True).clamp_min(1e-6)
             terms["real_prior"] = (ratio - self.bone_ratio).abs().mean() * len(BONES)
-        weights = dataclasses.asdict(w)
-        total = torch.stack([weights[k] * v for k, v in terms.items()]).sum()
-        return total, {k: v.detach() for k, v in terms.items()}
+        return w.weighted_sum(terms), {k: v.detach() for k, v in terms.items()}
 
 
 def real_view_terms(model: M3DHMR, out: M3DHMROutput, batch: CueBatch, cues: torch.Tensor, weights: FusedLossWeights,
@@ -523,8 +527,7 @@ class FusedTrainer:
                 total, terms = self.loss_fn(out, batch)
                 extra = real_view_terms(self.model, out, batch, cues, cfg.loss, self.generator, cfg.view_max_deg)
                 if extra:
-                    factor = {"real_distill_view": cfg.loss.real_distill}
-                    total = total + torch.stack([factor.get(k, getattr(cfg.loss, k, 0.0)) * v for k, v in extra.items()]).sum()
+                    total = total + cfg.loss.weighted_sum(extra)
                     terms.update({k: v.detach() for k, v in extra.items()})
                 if not torch.isfinite(total):
                     raise FusedTrainError(f"loss became {float(total)} at step {self.step}")

@@ -224,17 +224,28 @@ class RealPhotoRegions:
         return None
 
 
-def _cache_arrays(folder: Path, key: str, keep_real_training: bool = False) -> np.ndarray:
+def cache_arrays(folder: Path, key: str, training_photos_only: bool = False) -> np.ndarray:
+    """One per-hand array of an ``app.mediapipe_labels`` cache folder (``key`` of every chunk that has
+    detected hands, concatenated); ``training_photos_only``: a photo cache's hands outside the held-out
+    split (``training.mp_data.photo_is_held_out``).
+
+    Raises:
+        ValueError: no chunk of ``folder`` holds ``key``.
+    """
     from training.mp_data import photo_is_held_out
 
-    files = json.loads((folder / "files.json").read_text(encoding="utf-8")) if keep_real_training else None
+    files = json.loads((folder / "files.json").read_text(encoding="utf-8")) if training_photos_only else None
     rows = []
     for chunk in sorted(folder.glob("chunk_*.npz")):
         with np.load(chunk) as data:
+            if key not in data.files:
+                continue  # a chunk in which no hand was found
             values = data[key]
             if files is not None:
                 values = values[np.array([not photo_is_held_out(files[int(i)]) for i in data["index"]], bool)]
             rows.append(values)
+    if not rows:
+        raise ValueError(f"{folder} has no {key}")
     return np.concatenate(rows)
 
 
@@ -245,8 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synth", type=Path, required=True, help="a synth_* cache of the default generator")
     parser.add_argument("--out", type=Path, default=BEND_PRIOR_PATH)
     args = parser.parse_args(argv)
-    prior = build_bend_prior(_cache_arrays(args.photos, "mp_world", keep_real_training=True),
-                             _cache_arrays(args.synth, "joints_cam"), _cache_arrays(args.synth, "mp_world"))
+    prior = build_bend_prior(cache_arrays(args.photos, "mp_world", training_photos_only=True),
+                             cache_arrays(args.synth, "joints_cam"), cache_arrays(args.synth, "mp_world"))
     args.out.write_text(json.dumps(prior) + "\n", encoding="utf-8")
     print(f"wrote {args.out}: {prior['hands_real']} real hands, beta {prior['beta']}, "
           f"estimated distance {prior['estimated_distance_deg']}")
