@@ -10,7 +10,7 @@ import torch
 from app.doctor import check_weights
 from models.checkpoint import load_checkpoint
 from tests.test_train import _tiny_config, _write
-from training.ship import MANIFEST_FORMAT, ship
+from training.ship import MANIFEST_FORMAT, _fused_data_recipe, ship
 from training.train import main as train_main
 
 
@@ -37,3 +37,14 @@ def test_ship_writes_files_the_doctor_verifies(tmp_path: Path) -> None:
     onnx_file.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     failed = check_weights(manifest_path)
     assert failed.status == "fail" and "tiny.onnx sha256 mismatch" in failed.detail
+
+
+def test_the_data_recipe_lists_the_label_free_terms_and_hand_priors_used() -> None:
+    cfg = {"synth_cache": "data/s", "photo_cache": "data/p", "batch_size": 16, "real_per_batch": 5,
+           "cue_probs": [0.25, 0.1, 0.65],
+           "loss": {"real_distill": 2.0, "real_surface": 0.5, "real_con2d": 0.0, "real_limits": 1.0, "real_prior": 0.2, "mesh": 1.0}}
+    recipe = _fused_data_recipe({"trainer": "training.train_fused", "train_config": json.dumps(cfg)})
+    assert recipe is not None
+    assert recipe["label_free_terms"] == {"real_distill": 2.0, "real_surface": 0.5}
+    assert recipe["hand_model_priors_on_real_rows"] == {"real_limits": 1.0, "real_prior": 0.2}
+    assert any("Apache-2.0" in a for a in recipe["attribution"])

@@ -140,6 +140,7 @@ def test_trainer_runs_mixed_batches_and_writes_loadable_checkpoints(caches: dict
     log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
     header = log[0].split(",")
     assert {"mesh", "real_pose2d", "real_world3d", "real_reproj", "real_prior", "scale"} <= set(header)
+    assert "real_limits" not in header  # weight 0 by default: not computed
     final = summary["final"]
     assert np.isfinite(final["fused_pa_mpjpe_mm"]) and 0 <= final["real_pck10"] <= 1
     model = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
@@ -169,7 +170,7 @@ def test_amplitude_mixing_keeps_geometry_and_moves_low_frequencies() -> None:
 
 
 def _view_config(caches: dict[str, Path], out: Path, **overrides: object) -> FusedTrainConfig:
-    loss = FusedLossWeights(real_distill=1.0, real_con2d=1.0, real_con3d=0.5)
+    loss = FusedLossWeights(real_distill=1.0, real_con2d=1.0, real_con3d=0.5, real_limits=1.0, real_surface=0.5)
     values: dict[str, object] = dict(
         synth_cache=str(caches["synth"]), photo_cache=str(caches["photos"]), test_cache=str(caches["test"]),
         out_dir=str(out), batch_size=6, real_per_batch=3, max_steps=2, time_budget_s=600, eval_every_steps=0,
@@ -185,8 +186,9 @@ def test_real_view_terms_train_the_image_only_path_and_leave_the_teacher_alone(c
     batch = collate_cue_samples(samples)
     cues = torch.tensor([0, 2, 0, 1, 2, 2])
     out = forward_batch(trainer.model, batch, cues, None)
-    terms = real_view_terms(trainer.model, out, batch, cues, trainer.cfg.loss, torch.Generator().manual_seed(0), 30.0)
-    assert set(terms) == {"real_distill", "real_distill_view", "real_con2d", "real_con3d"}
+    surface = (trainer.loss_fn.faces, trainer.loss_fn.edges)
+    terms = real_view_terms(trainer.model, out, batch, cues, trainer.cfg.loss, torch.Generator().manual_seed(0), 30.0, surface)
+    assert set(terms) == {"real_distill", "real_distill_view", "real_con2d", "real_con3d", "real_surface", "real_surface_view"}
     assert all(torch.isfinite(v) and v >= 0 for v in terms.values())
     # the distillation target is detached: its gradient reaches the parameters only through the student rows
     trainer.model.zero_grad()
@@ -195,14 +197,18 @@ def test_real_view_terms_train_the_image_only_path_and_leave_the_teacher_alone(c
     assert head is not None and float(head.abs().sum()) > 0
     none = real_view_terms(trainer.model, out, batch, cues, FusedLossWeights(), torch.Generator(), 30.0)
     assert none == {}  # weights 0: no extra forwards
+    with pytest.raises(ValueError, match="real_surface"):
+        real_view_terms(trainer.model, out, batch, cues, trainer.cfg.loss, torch.Generator(), 30.0)
 
 
 def test_trainer_logs_the_view_terms(caches: dict[str, Path], tmp_path: Path) -> None:
     summary = FusedTrainer(_view_config(caches, tmp_path / "run"), show_progress=False).fit()
     header = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0].split(",")
-    assert {"real_distill", "real_distill_view", "real_con2d", "real_con3d"} <= set(header)
+    assert {"real_distill", "real_distill_view", "real_con2d", "real_con3d", "real_limits",
+            "real_surface", "real_surface_view"} <= set(header)
     final = summary["final"]
     assert np.isfinite(final["real_world3d_pa_mm"]) and final["real_fused_gap_mm"] >= 0
+    assert np.isfinite(final["real_limits_deg"]) and final["real_limits_deg"] >= 0
 
 
 def test_ablation_trains_each_variant_from_the_same_start(caches: dict[str, Path], tmp_path: Path) -> None:

@@ -78,9 +78,13 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
             "--real-backgrounds: hand-free regions of the training photos as backgrounds; --matched-poses: poses "
             "re-weighted towards the real photos' finger bends, assets/real_pose_bends.json)"
             for path in cfg["extra_synth_caches"]]
-    terms = {k: v for k, v in cfg.get("loss", {}).items() if k in ("real_distill", "real_con2d", "real_con3d") and v}
+    loss = cfg.get("loss", {})
+    terms = {k: v for k, v in loss.items() if k in ("real_distill", "real_surface", "real_con2d", "real_con3d") and v}
     if terms:
         recipe["label_free_terms"] = terms
+    priors = {k: v for k, v in loss.items() if k in ("real_prior", "real_limits") and v}
+    if priors:
+        recipe["hand_model_priors_on_real_rows"] = priors
     if cfg.get("photo_cache"):
         recipe["real_photos"] = (f"{cfg['photo_cache']}: ../shared/real/photos through app.mediapipe_labels photos; "
                                  "about 10 % held out by file name (training.mp_data.photo_is_held_out), never trained on")

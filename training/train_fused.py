@@ -26,8 +26,13 @@ real rows (no ground truth)
   real_reproj: DGP reprojection consistency: camera-space joints projected into the crop against the
       2D joints DGP solved with
   real_prior: bone-length ratios of the normalised joints against the template's
+  real_limits: the hand model's joint limits: long-finger flexion and sideways bends outside them, in
+      radians (``training.joint_limits``)
   real_distill: the normalised mesh of rows run without MediaPipe's 3D landmarks against the same
       network's fused-cue mesh of that crop (detached teacher; ``training.real_views``)
+  real_surface: M3DHMR's surface terms (normal + edge) of the same student meshes (both views) against
+      the teacher's, so the image-only surface takes the fused mesh's shape and not only its vertices'
+      mean position
   real_con2d / real_con3d: M3DHMR's two-view consistency: the crop rotated about its centre (and
       jittered) runs with the network cue; its own 2D joints and normalised 3D joints must be the first
       view's, rotated (``training.real_views``)
@@ -45,7 +50,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -56,6 +61,7 @@ from models.config import get_preset
 from models.m3dhmr import M3DHMR, M3DHMROutput
 from models.mediapipe_frame import hand_length
 from models.paths import REPO_ROOT
+from training.joint_limits import joint_limit_loss, joint_limit_violation
 from training.losses import edge_length_loss, heatmap_kl_loss, mesh_edges, normal_loss
 from training.metrics import MetricAccumulator, procrustes_align_to_gt
 from training.mp_data import (
@@ -103,7 +109,9 @@ class FusedLossWeights:
     real_world3d: float = 0.2
     real_reproj: float = 0.5
     real_prior: float = 0.2
+    real_limits: float = 0.0
     real_distill: float = 0.0
+    real_surface: float = 0.0
     real_con2d: float = 0.0
     real_con3d: float = 0.0
     heatmap_sigma_px: float = 4.0
@@ -112,7 +120,7 @@ class FusedLossWeights:
     def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sum of ``terms`` times their weights; ``real_distill_view`` (the rotated view's teacher term)
         shares ``real_distill``'s weight."""
-        alias = {"real_distill_view": "real_distill"}
+        alias = {"real_distill_view": "real_distill", "real_surface_view": "real_surface"}
         return torch.stack([getattr(self, alias.get(k, k)) * v for k, v in terms.items()]).sum()
 
 
@@ -293,16 +301,24 @@ class FusedLoss(torch.nn.Module):
             bone = (joints_unit[r][:, self.bones[:, 1]] - joints_unit[r][:, self.bones[:, 0]]).norm(dim=-1)
             ratio = bone / bone.sum(dim=-1, keepdim=True).clamp_min(1e-6)
             terms["real_prior"] = (ratio - self.bone_ratio).abs().mean() * len(BONES)
+            if w.real_limits > 0:
+                terms["real_limits"] = joint_limit_loss(joints_unit[r])
         return w.weighted_sum(terms), {k: v.detach() for k, v in terms.items()}
 
 
 def real_view_terms(model: M3DHMR, out: M3DHMROutput, batch: CueBatch, cues: torch.Tensor, weights: FusedLossWeights,
-                    generator: torch.Generator, max_deg: float) -> dict[str, torch.Tensor]:
-    """``real_distill``, ``real_con2d`` and ``real_con3d`` (module docstring) on the real rows of ``batch``;
-    terms whose weight is 0 are not computed (nor are their extra forwards run)."""
+                    generator: torch.Generator, max_deg: float,
+                    surface: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """``real_distill``, ``real_surface``, ``real_con2d`` and ``real_con3d`` (module docstring) on the real
+    rows of ``batch``; terms whose weight is 0 are not computed (nor are their extra forwards run).
+    ``surface``: the mesh's (faces (F, 3), edges (E, 2)) int64, needed when ``real_surface`` > 0."""
     real = ~batch.has_gt
     terms: dict[str, torch.Tensor] = {}
-    want_teacher = weights.real_distill > 0
+    want_surface = weights.real_surface > 0
+    if want_surface and surface is None:
+        raise ValueError("real_view_terms: real_surface needs the mesh's (faces, edges)")
+    mesh = cast(tuple[torch.Tensor, torch.Tensor], surface)  # only used when want_surface, i.e. not None
+    want_teacher = weights.real_distill > 0 or want_surface
     want_view = weights.real_con2d > 0 or weights.real_con3d > 0 or want_teacher
     if not real.any() or not (want_teacher or want_view):
         return terms
@@ -317,8 +333,10 @@ def real_view_terms(model: M3DHMR, out: M3DHMROutput, batch: CueBatch, cues: tor
             teacher = forward_batch(model, sub, torch.zeros_like(row_cues), None)
         teacher_verts = teacher.vertices_unit.detach()
         student = row_cues != 0
-        if student.any():
+        if student.any() and weights.real_distill > 0:
             terms["real_distill"] = (out.vertices_unit[rows][student] - teacher_verts[student]).abs().mean() / s
+        if student.any() and want_surface:
+            terms["real_surface"] = _surface_gap(out.vertices_unit[rows][student], teacher_verts[student], mesh, s)
     angles = draw_angles(n, max_deg, generator).to(batch.crops.device)
     view = dataclasses.replace(sub, crops=photometric_jitter(rotate_crops(sub.crops, angles), generator))
     second = forward_batch(model, view, torch.full_like(row_cues, CUES.index("network")), None)
@@ -333,8 +351,19 @@ def real_view_terms(model: M3DHMR, out: M3DHMROutput, batch: CueBatch, cues: tor
         terms["real_con3d"] = ((own - first @ rot3.transpose(1, 2)).abs() / s).clamp_max(0.1).mean()
     if teacher_verts is not None:
         rotated_teacher = teacher_verts @ rot3.transpose(1, 2)
-        terms["real_distill_view"] = (second.vertices_unit - rotated_teacher).abs().mean() / s
+        if weights.real_distill > 0:
+            terms["real_distill_view"] = (second.vertices_unit - rotated_teacher).abs().mean() / s
+        if want_surface:
+            terms["real_surface_view"] = _surface_gap(second.vertices_unit, rotated_teacher, mesh, s)
     return terms
+
+
+def _surface_gap(student: torch.Tensor, teacher: torch.Tensor, surface: tuple[torch.Tensor, torch.Tensor],
+                 length_scale: float) -> torch.Tensor:
+    """M3DHMR's normal + edge-length terms of ``(B, V, 3)`` student meshes against teacher meshes;
+    ``surface`` = (faces (F, 3), edges (E, 2))."""
+    faces, edges = surface
+    return normal_loss(student, teacher, faces) + edge_length_loss(student, teacher, edges, length_scale)
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -371,10 +400,12 @@ def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -
     fractions of the landmark box diagonal (mean, PCK@0.1) and the extent ratio (own 2D box diagonal /
     landmark box diagonal); in 3D, both at the template's hand length: ``real_world3d_pa_mm``, PA-MPJPE of
     its joints against MediaPipe's world landmarks, and ``real_fused_gap_mm``, the mean vertex distance
-    between its mesh and the same network's fused-cue mesh of that crop."""
+    between its mesh and the same network's fused-cue mesh of that crop; ``real_limits_deg``, the mean
+    summed angle (degrees) by which its long-finger joints lie outside the joint limits
+    (``training.joint_limits``, 5 degree margin)."""
     was = model.training
     model.eval()
-    errors, extents, world_pa, teacher_gap = [], [], [], []
+    errors, extents, world_pa, teacher_gap, limits = [], [], [], [], []
     length = model.template_hand_length
     for start in range(0, len(dataset), batch_size):
         batch = collate_cue_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
@@ -389,12 +420,14 @@ def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -
         aligned = procrustes_align_to_gt(_unit(out.joints_rel, hand_length(out.joints_rel), length), world)
         world_pa.append((aligned - world).norm(dim=-1).mean(dim=-1))
         teacher_gap.append((out.vertices_unit - teacher.vertices_unit).norm(dim=-1).mean(dim=-1))
+        limits.append(joint_limit_violation(out.joints_rel).flatten(1).sum(-1))
     model.train(was)
     err = torch.cat(errors)
     return {"real_2d_mean": float(err.mean()), "real_pck10": float((err < 0.1).float().mean()),
             "real_extent_ratio": float(torch.cat(extents).median()),
             "real_world3d_pa_mm": 1e3 * float(torch.cat(world_pa).mean()),
-            "real_fused_gap_mm": 1e3 * float(torch.cat(teacher_gap).mean())}
+            "real_fused_gap_mm": 1e3 * float(torch.cat(teacher_gap).mean()),
+            "real_limits_deg": math.degrees(float(torch.cat(limits).mean()))}
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -525,7 +558,8 @@ class FusedTrainer:
                     given = torch.where(pick, hand_length(batch.joints_cam), torch.zeros(len(batch), device=self.device))
                 out = forward_batch(self.model, batch, cues, given)
                 total, terms = self.loss_fn(out, batch)
-                extra = real_view_terms(self.model, out, batch, cues, cfg.loss, self.generator, cfg.view_max_deg)
+                extra = real_view_terms(self.model, out, batch, cues, cfg.loss, self.generator, cfg.view_max_deg,
+                                        (self.loss_fn.faces, self.loss_fn.edges))
                 if extra:
                     total = total + cfg.loss.weighted_sum(extra)
                     terms.update({k: v.detach() for k, v in extra.items()})
