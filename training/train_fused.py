@@ -9,7 +9,9 @@ terms) from the caches written by ``python -m app.mediapipe_labels``. Each row r
 per row: ``fused`` (MediaPipe 2D + 3D landmarks), ``mediapipe`` (2D only) or ``network`` (image only);
 on synthetic rows the true hand length is given to the network for a fraction of the rows, so the
 camera-space path also learns with a known size. ``real_roll_prob``: that fraction of the real rows is
-rolled by up to ``real_roll_max_deg`` with its labels (``training.real_views.rotate_rows``).
+rolled by up to ``real_roll_max_deg`` with its labels (``training.real_views.rotate_rows``);
+``synth_reframe_prob``: that fraction of the synthetic rows is re-framed on a shifted, scaled box
+(``reframe_shift_sigma`` crop sides, ``reframe_log_zoom_sigma``; ``training.reframe``).
 ``spectrum_mix_prob`` mixes real photos' low-frequency
 amplitude spectra into synthetic crops (``training.appearance``). Terms (weights in :class:`FusedLossWeights`):
 
@@ -73,6 +75,7 @@ from training.mp_data import (
     merge_cue_caches,
     photo_split,
 )
+from training.reframe import draw_reframes, reframe_rows
 from training.real_views import (
     draw_angles,
     photometric_jitter,
@@ -149,6 +152,9 @@ class FusedTrainConfig:
     view_max_deg: float = 30.0
     real_roll_prob: float = 0.0
     real_roll_max_deg: float = 180.0
+    synth_reframe_prob: float = 0.0
+    reframe_shift_sigma: float = 0.04
+    reframe_log_zoom_sigma: float = 0.07
     eval_every_steps: int = 300
     eval_samples: int = 400
     checkpoint_every_steps: int = 100
@@ -543,6 +549,12 @@ class FusedTrainer:
                         real_iter = iter(real_loader)
                         samples = samples + next(real_iter)
                 batch = collate_cue_samples(samples).to(self.device)
+                if cfg.synth_reframe_prob > 0:
+                    synth_rows = batch.has_gt.nonzero().squeeze(1)
+                    pick = synth_rows[(torch.rand(len(synth_rows), generator=self.generator) < cfg.synth_reframe_prob).to(self.device)]
+                    centre, zoom = draw_reframes(len(pick), int(batch.crops.shape[-1]), cfg.reframe_shift_sigma,
+                                                 cfg.reframe_log_zoom_sigma, self.generator)
+                    batch = reframe_rows(batch, pick, centre.to(self.device), zoom.to(self.device))
                 if cfg.real_roll_prob > 0:
                     real_rows = (~batch.has_gt).nonzero().squeeze(1)
                     pick = real_rows[(torch.rand(len(real_rows), generator=self.generator) < cfg.real_roll_prob).to(self.device)]
