@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.rectify import apply_homography
 from training.mp_data import CueBatch, CueDataset, collate_cue_samples, load_cue_cache
-from training.reframe import apply_homography_px, draw_reframes, reframe_homography, reframe_rows, rotation_to_optical_axis, warp_crops
+from training.reframe import draw_reframes, reframe_homography, reframe_rows, rotation_to_optical_axis, warp_crops
 from tests.test_train_fused import _write_cache
 
 
@@ -44,10 +45,10 @@ def test_labels_camera_and_intrinsics_stay_consistent_after_reframing(batch: Cue
     torch.testing.assert_close(verts - virt[:, :1], out.verts_rel, atol=1e-5, rtol=0)
     K_image = torch.tensor([[500.0, 0, 319.5], [0, 500, 239.5], [0, 0, 1]]).expand(len(batch), 3, 3)
     image_uv = _project(K_image, batch.joints_cam)
-    torch.testing.assert_close(apply_homography_px(out.crop_from_image, image_uv), out.joints_uv, atol=2e-2, rtol=0)
+    torch.testing.assert_close(apply_homography(image_uv, out.crop_from_image), out.joints_uv, atol=2e-2, rtol=0)
     # the chosen centre lands on the principal point; row 1 is untouched
     H, _, k_new = reframe_homography(batch.K_virt[rows], centre, zoom)
-    torch.testing.assert_close(apply_homography_px(H, centre.unsqueeze(1)).squeeze(1), k_new[:, :2, 2], atol=1e-3, rtol=0)
+    torch.testing.assert_close(apply_homography(centre.unsqueeze(1), H).squeeze(1), k_new[:, :2, 2], atol=1e-3, rtol=0)
     for name in ("crops", "K_virt", "virt_from_cam", "mp_uv", "joints_uv", "joints_rel"):
         assert torch.equal(getattr(out, name)[1], getattr(batch, name)[1]), name
     # zoom > 1 enlarges the hand in the crop
@@ -73,7 +74,7 @@ def test_crop_content_moves_where_the_homography_says() -> None:
     warped = warp_crops(crops, H)[0, 0]
     w = warped / warped.sum()
     peak = torch.stack([(w * xs).sum(), (w * ys).sum()])
-    torch.testing.assert_close(peak, apply_homography_px(H, spot.reshape(1, 1, 2))[0, 0], atol=0.3, rtol=0)
+    torch.testing.assert_close(peak, apply_homography(spot.reshape(1, 1, 2), H)[0, 0], atol=0.3, rtol=0)
 
 
 def test_draw_reframes_spreads_about_the_centre() -> None:

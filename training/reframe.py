@@ -20,6 +20,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from models.hand.model import axis_angle_to_rotmat
+from models.rectify import apply_homography
 from training.mp_data import CueBatch
 
 
@@ -29,16 +31,9 @@ def rotation_to_optical_axis(rays: torch.Tensor) -> torch.Tensor:
     z = torch.zeros_like(r)
     z[:, 2] = 1.0
     axis = torch.linalg.cross(r, z, dim=-1)
-    sin = axis.norm(dim=-1).clamp_min(1e-12)
-    cos = (r * z).sum(-1)
-    k = axis / sin.unsqueeze(-1)
-    skew = torch.zeros(r.shape[0], 3, 3, dtype=r.dtype, device=r.device)
-    skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-    skew = skew - skew.transpose(1, 2)
-    eye = torch.eye(3, dtype=r.dtype, device=r.device).expand_as(skew)
-    s, c = sin.reshape(-1, 1, 1), cos.reshape(-1, 1, 1)
-    rot = eye + s * skew + (1.0 - c) * (skew @ skew)
-    return torch.where((axis.norm(dim=-1) < 1e-9).reshape(-1, 1, 1), eye, rot)
+    sin = axis.norm(dim=-1, keepdim=True)
+    angle = torch.atan2(sin, r[:, 2:3])
+    return axis_angle_to_rotmat(axis / sin.clamp_min(1e-12) * angle)
 
 
 def reframe_homography(K: torch.Tensor, centre_px: torch.Tensor, zoom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,12 +57,6 @@ def reframe_homography(K: torch.Tensor, centre_px: torch.Tensor, zoom: torch.Ten
     return k_new @ rot @ torch.linalg.inv(K), rot, k_new
 
 
-def apply_homography_px(H: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """``(B, N, 2)`` pixels mapped by ``(B, 3, 3)`` homographies."""
-    uvw = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1) @ H.transpose(1, 2)
-    return uvw[..., :2] / uvw[..., 2:3]
-
-
 def warp_crops(crops: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     """``(B, 3, S, S)`` crops resampled so that content at pixel ``p`` lands at ``H p``; outside the
     source the border repeats, as the app's crops do."""
@@ -75,7 +64,7 @@ def warp_crops(crops: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     coords = torch.arange(size, dtype=crops.dtype, device=crops.device)
     ys, xs = torch.meshgrid(coords, coords, indexing="ij")
     out_px = torch.stack([xs, ys], dim=-1).reshape(1, -1, 2).expand(batch, -1, -1)
-    src = apply_homography_px(torch.linalg.inv(H).to(crops.dtype), out_px)
+    src = apply_homography(out_px, torch.linalg.inv(H).to(crops.dtype))
     grid = ((2.0 * src + 1.0) / size - 1.0).reshape(batch, size, size, 2)
     return F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -105,11 +94,11 @@ def reframe_rows(batch: CueBatch, rows: torch.Tensor, centre_px: torch.Tensor, z
     fields["K_virt"][rows] = k_new
     fields["virt_from_cam"][rows] = rot @ batch.virt_from_cam[rows]
     fields["crop_from_image"][rows] = H @ batch.crop_from_image[rows]
-    fields["mp_uv"][rows] = apply_homography_px(H, batch.mp_uv[rows])
+    fields["mp_uv"][rows] = apply_homography(batch.mp_uv[rows], H)
     fields["mp_world_virt"][rows] = batch.mp_world_virt[rows] @ rot.transpose(1, 2)
     fields["joints_rel"][rows] = batch.joints_rel[rows] @ rot.transpose(1, 2)
     fields["verts_rel"][rows] = batch.verts_rel[rows] @ rot.transpose(1, 2)
     gt = batch.has_gt[rows].reshape(-1, 1, 1)
-    moved_uv = apply_homography_px(H, batch.joints_uv[rows])
+    moved_uv = apply_homography(batch.joints_uv[rows], H)
     fields["joints_uv"][rows] = torch.where(gt, moved_uv, batch.joints_uv[rows])
     return dataclasses.replace(batch, **fields)

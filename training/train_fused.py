@@ -520,6 +520,12 @@ class FusedTrainer:
             row.update(evaluate_real_2d(self.model, self.real_held_out))
         return row
 
+    def _some_rows(self, candidates: torch.Tensor, prob: float) -> torch.Tensor:
+        """Indices of the rows where ``candidates (B,)`` is true, each kept with probability ``prob``
+        (drawn from the trainer's generator)."""
+        rows = candidates.nonzero().squeeze(1)
+        return rows[(torch.rand(len(rows), generator=self.generator) < prob).to(self.device)]
+
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -550,14 +556,12 @@ class FusedTrainer:
                         samples = samples + next(real_iter)
                 batch = collate_cue_samples(samples).to(self.device)
                 if cfg.synth_reframe_prob > 0:
-                    synth_rows = batch.has_gt.nonzero().squeeze(1)
-                    pick = synth_rows[(torch.rand(len(synth_rows), generator=self.generator) < cfg.synth_reframe_prob).to(self.device)]
+                    pick = self._some_rows(batch.has_gt, cfg.synth_reframe_prob)
                     centre, zoom = draw_reframes(len(pick), int(batch.crops.shape[-1]), cfg.reframe_shift_sigma,
                                                  cfg.reframe_log_zoom_sigma, self.generator)
                     batch = reframe_rows(batch, pick, centre.to(self.device), zoom.to(self.device))
                 if cfg.real_roll_prob > 0:
-                    real_rows = (~batch.has_gt).nonzero().squeeze(1)
-                    pick = real_rows[(torch.rand(len(real_rows), generator=self.generator) < cfg.real_roll_prob).to(self.device)]
+                    pick = self._some_rows(~batch.has_gt, cfg.real_roll_prob)
                     batch = rotate_rows(batch, pick, draw_angles(len(pick), cfg.real_roll_max_deg, self.generator).to(self.device))
                 progress = max(elapsed / cfg.time_budget_s, (self.step / cfg.max_steps) if cfg.max_steps else 0.0)
                 lr = cfg.lr * (cfg.lr_gamma if progress >= cfg.lr_drop_fraction else 1.0)
