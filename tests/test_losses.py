@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from models.rectify import apply_homography
 from training.losses import (
     HandMeshLoss,
     LossInputError,
@@ -13,7 +14,6 @@ from training.losses import (
     LossTarget,
     LossWeights,
     ViewPair,
-    apply_homography,
     consistency2d_loss,
     consistency3d_loss,
     edge_length_loss,
@@ -82,7 +82,7 @@ def test_consistency3d_zero_for_exact_rotation_and_positive_otherwise() -> None:
 def test_homography_and_consistency2d_hand_computed() -> None:
     shift = torch.tensor([[[2.0, 0.0, 4.0], [0.0, 2.0, -6.0], [0.0, 0.0, 1.0]]])  # scale 2 then shift (4, -6)
     uv_a = torch.tensor([[[1.0, 1.0], [10.0, 20.0]]])
-    uv_b = apply_homography(shift, uv_a)
+    uv_b = apply_homography(uv_a, shift)
     assert uv_b.tolist() == [[[6.0, -4.0], [24.0, 34.0]]]
     assert float(consistency2d_loss(uv_a, uv_b, shift, 128.0)) == pytest.approx(0.0)
     assert float(consistency2d_loss(uv_a, uv_b + 12.8, shift, 128.0)) == pytest.approx(0.1)

@@ -8,7 +8,9 @@ import torch
 
 from models.rectify import apply_homography
 from training.mp_data import CueBatch, CueDataset, collate_cue_samples, load_cue_cache
-from training.reframe import draw_reframes, reframe_homography, reframe_rows, rotation_to_optical_axis, warp_crops
+from training.reframe import (draw_reframes, joint_box_reframes, reframe_homography, reframe_rows, rotation_to_optical_axis,
+                              warp_crops)
+from training.synth.dataset import BoxJitter
 from tests.test_train_fused import _write_cache
 
 
@@ -83,6 +85,37 @@ def test_draw_reframes_spreads_about_the_centre() -> None:
     assert abs(float(zoom.log().std()) - 0.07) < 0.01
 
 
+def test_a_joint_box_without_jitter_frames_the_hand_as_the_generator_does(batch: CueBatch) -> None:
+    size = int(batch.crops.shape[-1])
+    still = BoxJitter(joint_sigma=(0.0, 0.0), shift_sigma=0.0, scale_sigma=0.0, outlier_p=0.0)
+    rows = torch.arange(len(batch))
+    centre, zoom = joint_box_reframes(batch.joints_uv, size, torch.Generator().manual_seed(0), still, margin=0.25)
+    out = reframe_rows(batch, rows, centre, zoom)
+    lo, hi = out.joints_uv.amin(1), out.joints_uv.amax(1)
+    # the tight box of the true joints sits on the principal point, its longer half side S / 2 / 1.25
+    torch.testing.assert_close(0.5 * (lo + hi), out.K_virt[:, :2, 2], atol=1.0, rtol=0)
+    torch.testing.assert_close((0.5 * (hi - lo)).amax(1), torch.full((len(batch),), size / 2 / 1.25), atol=1.0, rtol=0)
+
+
+def test_joint_boxes_jitter_like_the_generator() -> None:
+    """Same distribution of box centres and sizes as training.synth.dataset.mediapipe_like_box."""
+    import numpy as np
+
+    from training.synth.dataset import mediapipe_like_box
+
+    joints = np.random.default_rng(3).uniform([20.0, 30.0], [80.0, 100.0], (21, 2))
+    n = 3000
+    centre, zoom = joint_box_reframes(torch.from_numpy(joints).float().expand(n, 21, 2), 128, torch.Generator().manual_seed(1))
+    rng = np.random.default_rng(2)
+    boxes = np.stack([mediapipe_like_box(joints, rng) for _ in range(n)])
+    ref_centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+    ref_zoom = 51.2 / (0.5 * (boxes[:, 2:] - boxes[:, :2])).max(axis=1)
+    np.testing.assert_allclose(centre.mean(0).numpy(), ref_centre.mean(0), atol=0.3)
+    np.testing.assert_allclose(centre.std(0).numpy(), ref_centre.std(0), rtol=0.1)
+    assert abs(float(zoom.log().mean()) - float(np.log(ref_zoom).mean())) < 0.005
+    assert abs(float(zoom.log().std()) / float(np.log(ref_zoom).std()) - 1.0) < 0.1
+
+
 def test_the_trainer_reframes_synthetic_rows(tmp_path: Path) -> None:
     from tests.test_train_fused import _view_config
     from training.train_fused import FusedTrainer
@@ -91,4 +124,7 @@ def test_the_trainer_reframes_synthetic_rows(tmp_path: Path) -> None:
     caches = {"synth": _write_cache(root / "synth", 8, 1, photos=False), "photos": _write_cache(root / "photos", 30, 2, photos=True),
               "test": _write_cache(root / "test", 4, 3, photos=False)}
     summary = FusedTrainer(_view_config(caches, tmp_path / "run", synth_reframe_prob=1.0), show_progress=False).fit()
+    assert summary["steps"] == 2
+    summary = FusedTrainer(_view_config(caches, tmp_path / "run2", synth_reframe_prob=0.5, synth_joint_box_prob=0.5),
+                           show_progress=False).fit()
     assert summary["steps"] == 2

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from models.rectify import apply_homography
+
 LOSS_TERMS: tuple[str, ...] = (
     "mesh",
     "pose2d",
@@ -169,13 +171,6 @@ def edge_length_loss(
     return (len_p - len_g).abs().mean() / scale
 
 
-def apply_homography(hom: torch.Tensor, points_uv: torch.Tensor) -> torch.Tensor:
-    """Map ``(B, N, 2)`` pixel points with ``(B, 3, 3)`` homographies; returns ``(B, N, 2)``."""
-    ones = torch.ones_like(points_uv[..., :1])
-    mapped = torch.cat([points_uv, ones], dim=-1) @ hom.transpose(-1, -2).to(points_uv.dtype)
-    return mapped[..., :2] / mapped[..., 2:3]
-
-
 def consistency3d_loss(
     verts_a: torch.Tensor, verts_b: torch.Tensor, rot_a_to_b: torch.Tensor, scale: float = 1.0
 ) -> torch.Tensor:
@@ -188,7 +183,7 @@ def consistency2d_loss(
     uv_a: torch.Tensor, uv_b: torch.Tensor, hom_a_to_b: torch.Tensor, crop_size_px: float
 ) -> torch.Tensor:
     """L1 between view a's 2D joints mapped into view b's crop and view b's, crop-normalised; scalar."""
-    return l1_points(apply_homography(hom_a_to_b, uv_a), uv_b, crop_size_px)
+    return l1_points(apply_homography(uv_a, hom_a_to_b.to(uv_a.dtype)), uv_b, crop_size_px)
 
 
 class HandMeshLoss(torch.nn.Module):

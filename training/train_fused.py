@@ -12,6 +12,9 @@ camera-space path also learns with a known size. ``real_roll_prob``: that fracti
 rolled by up to ``real_roll_max_deg`` with its labels (``training.real_views.rotate_rows``);
 ``synth_reframe_prob``: that fraction of the synthetic rows is re-framed on a shifted, scaled box
 (``reframe_shift_sigma`` crop sides, ``reframe_log_zoom_sigma``; ``training.reframe``).
+``synth_joint_box_prob``: that fraction of the synthetic rows (drawn first; the shifted, scaled boxes
+go to the rest) is re-framed on a box drawn around its true 2D joints as the synthetic generator draws
+its boxes (``training.reframe.joint_box_reframes``).
 ``spectrum_mix_prob`` mixes real photos' low-frequency
 amplitude spectra into synthetic crops (``training.appearance``). Terms (weights in :class:`FusedLossWeights`):
 
@@ -75,7 +78,7 @@ from training.mp_data import (
     merge_cue_caches,
     photo_split,
 )
-from training.reframe import draw_reframes, reframe_rows
+from training.reframe import draw_reframes, joint_box_reframes, reframe_rows
 from training.real_views import (
     draw_angles,
     photometric_jitter,
@@ -155,6 +158,7 @@ class FusedTrainConfig:
     synth_reframe_prob: float = 0.0
     reframe_shift_sigma: float = 0.04
     reframe_log_zoom_sigma: float = 0.07
+    synth_joint_box_prob: float = 0.0
     eval_every_steps: int = 300
     eval_samples: int = 400
     checkpoint_every_steps: int = 100
@@ -555,8 +559,15 @@ class FusedTrainer:
                         real_iter = iter(real_loader)
                         samples = samples + next(real_iter)
                 batch = collate_cue_samples(samples).to(self.device)
+                free = batch.has_gt
+                if cfg.synth_joint_box_prob > 0:
+                    pick = self._some_rows(batch.has_gt, cfg.synth_joint_box_prob)
+                    centre, zoom = joint_box_reframes(batch.joints_uv[pick], int(batch.crops.shape[-1]), self.generator)
+                    batch = reframe_rows(batch, pick, centre.to(self.device), zoom.to(self.device))
+                    free = free.clone()
+                    free[pick] = False
                 if cfg.synth_reframe_prob > 0:
-                    pick = self._some_rows(batch.has_gt, cfg.synth_reframe_prob)
+                    pick = self._some_rows(free, cfg.synth_reframe_prob)
                     centre, zoom = draw_reframes(len(pick), int(batch.crops.shape[-1]), cfg.reframe_shift_sigma,
                                                  cfg.reframe_log_zoom_sigma, self.generator)
                     batch = reframe_rows(batch, pick, centre.to(self.device), zoom.to(self.device))

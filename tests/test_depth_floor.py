@@ -1,0 +1,91 @@
+"""training.depth_floor: DGP with the true hand against given 2D points, on hand-built caches."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.depth_floor import depth_floor, main, to_markdown
+from training.mp_data import CueCache, CueDataError
+
+DEPTH_M = 0.6
+FOCAL_PX = 300.0
+CENTRE_PX = 63.5
+
+
+def _cache(mp_uv_of: object, n: int = 5, flat: bool = True) -> CueCache:
+    """``n`` hands of 21 joints around the optical axis at ``DEPTH_M``; ``mp_uv_of(true_uv)`` makes the
+    "MediaPipe" 2D points; MediaPipe's world landmarks are the true wrist-relative joints."""
+    rng = np.random.default_rng(0)
+    rel = rng.normal(0.0, 0.04, (n, 21, 3))
+    rel[:, 0] = 0.0
+    if flat:
+        rel[..., 2] = 0.0
+    joints = rel + np.array([0.0, 0.0, DEPTH_M])
+    K = np.array([[FOCAL_PX, 0.0, CENTRE_PX], [0.0, FOCAL_PX, CENTRE_PX], [0.0, 0.0, 1.0]])
+    uvw = joints @ K.T
+    true_uv = uvw[..., :2] / uvw[..., 2:3]
+    arrays = {
+        "index": np.arange(n), "joints_cam": joints.astype(np.float32),
+        "virt_from_cam": np.broadcast_to(np.eye(3), (n, 3, 3)).astype(np.float32),
+        "K_virt": np.broadcast_to(K, (n, 3, 3)).astype(np.float32),
+        "mp_uv_crop": mp_uv_of(true_uv).astype(np.float32),  # type: ignore[operator]
+        "mp_world_virt": (rel * 1.3).astype(np.float32),
+    }
+    return CueCache(Path("hand-built"), arrays, np.ones(n, bool), np.ones(n, bool), None)
+
+
+def test_exact_2d_points_give_the_true_wrist() -> None:
+    report = depth_floor(_cache(lambda uv: uv, flat=False))
+    for name, row in report["rows"].items():
+        assert row["root_mean_mm"] < 0.05, name
+    assert report["mediapipe_2d_error_mean_px"] < 1e-3
+    assert report["mediapipe_spread_ratio_mean"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_skeleton_drawn_five_percent_small_puts_the_hand_five_percent_further() -> None:
+    report = depth_floor(_cache(lambda uv: CENTRE_PX + (uv - CENTRE_PX) * 0.95))
+    expected_mm = (DEPTH_M / 0.95 - DEPTH_M) * 1000.0
+    row = report["rows"]["true shape, MediaPipe 2D"]
+    assert row["depth_bias_mm"] == pytest.approx(expected_mm, rel=1e-3)
+    assert row["root_mean_mm"] == pytest.approx(expected_mm, rel=1e-3)
+    assert report["mediapipe_spread_ratio_mean"] == pytest.approx(0.95, abs=1e-4)
+
+
+def test_robust_weights_shrug_off_one_wild_landmark() -> None:
+    def one_wild(uv: np.ndarray) -> np.ndarray:
+        out = uv.copy()
+        out[:, 12] += 25.0
+        return out
+
+    rows = depth_floor(_cache(one_wild, flat=False), huber_px=2.0)["rows"]
+    plain, robust = rows["true shape, MediaPipe 2D"], rows["true shape, MediaPipe 2D, Huber 2 px"]
+    assert plain["root_mean_mm"] > 5.0
+    assert robust["root_mean_mm"] < 0.5 * plain["root_mean_mm"]
+
+
+def test_a_photo_cache_is_refused_and_the_report_is_written(tmp_path: Path) -> None:
+    cache = _cache(lambda uv: uv)
+    del cache.arrays["joints_cam"]
+    with pytest.raises(CueDataError, match="no ground truth"):
+        depth_floor(cache)
+    assert "| true shape, true 2D joints | 0.0 / 0.0 / 0.0 |" in to_markdown(depth_floor(_cache(lambda uv: uv)))
+    with pytest.raises(SystemExit, match="no chunk"):
+        main(["--cache", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+
+
+def test_the_network_rows_need_a_readable_checkpoint(tmp_path: Path) -> None:
+    report = depth_floor(_cache(lambda uv: uv), net_2d=torch.from_numpy(_cache(lambda uv: uv + 2.0).arrays["mp_uv_crop"]).double())
+    row = report["rows"]["true shape, network 2D (image-only cue)"]
+    assert row["root_mean_mm"] > 1.0 and report["error_2d_mean_px"]["network 2D"] == pytest.approx(np.hypot(2.0, 2.0), abs=1e-4)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    cache = _cache(lambda uv: uv)
+    np.savez(cache_dir / "chunk_00000.npz", all_index=np.arange(5), all_found=np.ones(5, bool), all_handed_ok=np.ones(5, bool),
+             crop_rgb=np.zeros((5, 8, 8, 3), np.uint8), **cache.arrays)
+    with pytest.raises(SystemExit, match="not a readable safetensors"):
+        main(["--cache", str(cache_dir), "--weights", str(bad)])
