@@ -78,7 +78,8 @@ def test_rotate_rows_turns_real_crops_and_their_labels_together() -> None:
     batch = CueBatch(crops=crops, K_virt=torch.eye(3).expand(n, 3, 3), virt_from_cam=torch.eye(3).expand(n, 3, 3).clone(),
                      crop_from_image=torch.eye(3).expand(n, 3, 3), mp_uv=uv, mp_world_virt=world, mp_score=torch.ones(n),
                      has_gt=torch.zeros(n, dtype=torch.bool), joints_cam=torch.zeros(n, 21, 3), verts_cam=torch.zeros(n, 5, 3),
-                     joints_uv=torch.zeros(n, 21, 2), verts_rel=torch.zeros(n, 5, 3), joints_rel=torch.zeros(n, 21, 3))
+                     joints_uv=torch.zeros(n, 21, 2), verts_rel=torch.zeros(n, 5, 3), joints_rel=torch.zeros(n, 21, 3),
+                     has_mp=torch.ones(n, dtype=torch.bool))
     angles = torch.tensor([math.radians(150.0), math.radians(-90.0)])
     out = rotate_rows(batch, torch.tensor([0, 2]), angles)
     assert torch.equal(out.crops[1], crops[1]) and torch.equal(out.mp_uv[1], uv[1])  # row 1 untouched

@@ -19,12 +19,14 @@ from models.rectify import image_to_crop, rectification_from_box
 from training.mp_data import CueDataset, collate_cue_samples, load_cue_cache, photo_is_held_out, photo_split
 from training.train_fused import (
     FusedLossWeights,
+    FusedTrainError,
     FusedTrainConfig,
     FusedTrainer,
     draw_cues,
     forward_batch,
     load_fused_config,
     real_view_terms,
+    restrict_cues,
     warm_start,
 )
 
@@ -229,3 +231,29 @@ def test_extra_synthetic_caches_are_merged(caches: dict[str, Path], tmp_path: Pa
     trainer = FusedTrainer(cfg, show_progress=False)
     assert len(trainer.synth) == 12 + 6 and len(set(trainer.synth.arrays["index"].tolist())) == 18
     assert trainer.fit()["steps"] == 1
+
+
+def test_generator_rows_carry_no_mediapipe_and_run_the_network_cue(caches: dict[str, Path], tmp_path: Path) -> None:
+    from training.mp_data import GeneratorCueDataset
+    from training.synth.dataset import SynthHandDataset
+
+    generated = GeneratorCueDataset(seed=5, length=10)
+    sample = generated[3]
+    (view,) = SynthHandDataset(seed=5, length=10, two_views=False)[3]
+    batch = collate_cue_samples([generated[3], load_and_sample(caches["synth"])])
+    assert batch.has_mp.tolist() == [False, True] and batch.has_gt.all()
+    assert float(batch.mp_uv[0].abs().sum()) == 0.0 and float(batch.mp_score[0]) == 0.0
+    np.testing.assert_array_equal(sample["crop_rgb"], view["crop_rgb"])
+    # the collated true 2D joints are the generator's own crop labels
+    np.testing.assert_allclose(batch.joints_uv[0].numpy(), view["joints_2d_crop"], atol=1e-2)
+    cues = restrict_cues(torch.tensor([0, 1, 0, 2]), torch.tensor([False, False, True, True]))
+    assert cues.tolist() == [2, 2, 0, 2]
+    summary = FusedTrainer(_view_config(caches, tmp_path / "run", batch_size=7, generator_per_batch=2,
+                                        synth_joint_box_prob=0.5), show_progress=False).fit()
+    assert summary["steps"] == 2
+    with pytest.raises(FusedTrainError, match="no room"):
+        FusedTrainer(_view_config(caches, tmp_path / "run2", batch_size=5, generator_per_batch=2), show_progress=False).fit()
+
+
+def load_and_sample(folder: Path) -> dict[str, np.ndarray]:
+    return CueDataset(load_cue_cache(folder), None, augment=False)[0]

@@ -23,7 +23,7 @@ from training.synth.augment import random_color_jitter
 HELD_OUT_FRACTION: float = 0.1
 SAMPLE_KEYS: tuple[str, ...] = (
     "crop_rgb", "K_virt", "virt_from_cam", "crop_from_image", "mp_uv_crop", "mp_world_virt", "mp_score",
-    "joints_cam", "verts_cam", "has_gt",
+    "joints_cam", "verts_cam", "has_gt", "has_mp",
 )
 _CHUNK_KEYS: tuple[str, ...] = ("index", "crop_rgb", "K_virt", "virt_from_cam", "crop_from_image", "mp_uv_crop",
                                 "mp_world_virt", "mp_score", "mp_right", "is_right")
@@ -172,6 +172,7 @@ class CueDataset(Dataset):
             "mp_world_virt": a["mp_world_virt"][i],
             "mp_score": np.asarray(a["mp_score"][i], np.float32),
             "has_gt": np.asarray(has_gt),
+            "has_mp": np.asarray(True),
         }
         if has_gt:
             sample["joints_cam"] = a["joints_cam"][i]
@@ -182,12 +183,48 @@ class CueDataset(Dataset):
         return sample
 
 
+class GeneratorCueDataset(Dataset):
+    """Synthetic hands straight from the image-only trainer's generator (``training.synth.dataset``), as
+    cue samples without MediaPipe: cropped from a box drawn around the true 2D joints and rendered in
+    the generator's crop window, including the hands MediaPipe misses, whose crops the label caches
+    never hold. ``mp_*`` are zeros and ``has_mp`` is False: these rows can only run the ``network`` cue.
+
+    Sample ``i`` is ``SynthHandDataset(seed, two_views=False)[i]`` (the generator's own photometric
+    jitter, nothing more); ``length`` is what ``len()`` reports.
+    """
+
+    def __init__(self, seed: int, length: int = 1_000_000, crop_size: int = 128) -> None:
+        from training.synth.dataset import SynthHandDataset
+
+        self.views = SynthHandDataset(seed=seed, length=length, crop_size=crop_size, two_views=False)
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        (view,) = self.views[index]
+        return {
+            "crop_rgb": view["crop_rgb"],
+            "K_virt": view["K_virt"],
+            "virt_from_cam": view["virt_from_cam"],
+            "crop_from_image": view["crop_from_image"],
+            "mp_uv_crop": np.zeros((21, 2), np.float32),
+            "mp_world_virt": np.zeros((21, 3), np.float32),
+            "mp_score": np.asarray(0.0, np.float32),
+            "has_gt": np.asarray(True),
+            "has_mp": np.asarray(False),
+            "joints_cam": view["joints_cam"],
+            "verts_cam": view["verts_cam"],
+        }
+
+
 @dataclass(frozen=True)
 class CueBatch:
     """A stacked batch (B rows). Frames and units as in ``app.mediapipe_labels``.
 
     crops (B,3,S,S) float32 RGB [0,1]; K_virt, virt_from_cam, crop_from_image (B,3,3); mp_uv (B,21,2) crop px;
     mp_world_virt (B,21,3) metres wrist-relative (crop frame); mp_score (B,); has_gt (B,) bool;
+    has_mp (B,) bool (False: no MediaPipe landmarks, ``mp_*`` are zeros; only the network cue applies);
     joints_cam (B,21,3), verts_cam (B,V,3) metres (zeros where has_gt is False); joints_uv (B,21,2) crop px
     projection of the true joints (zeros without ground truth); verts_rel (B,V,3), joints_rel (B,21,3):
     true wrist-relative points in the crop frame.
@@ -206,6 +243,7 @@ class CueBatch:
     joints_uv: torch.Tensor
     verts_rel: torch.Tensor
     joints_rel: torch.Tensor
+    has_mp: torch.Tensor
 
     def to(self, device: torch.device | str) -> CueBatch:
         return CueBatch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
@@ -242,4 +280,5 @@ def collate_cue_samples(samples: list[dict[str, np.ndarray]]) -> CueBatch:
         joints_uv=joints_uv,
         verts_rel=verts_virt - joints_virt[:, :1],
         joints_rel=joints_virt - joints_virt[:, :1],
+        has_mp=stack("has_mp", bool),
     )

@@ -15,6 +15,9 @@ rolled by up to ``real_roll_max_deg`` with its labels (``training.real_views.rot
 ``synth_joint_box_prob``: that fraction of the synthetic rows (drawn first; the shifted, scaled boxes
 go to the rest) is re-framed on a box drawn around its true 2D joints as the synthetic generator draws
 its boxes (``training.reframe.joint_box_reframes``).
+``generator_per_batch``: that many rows of each batch come straight from the image-only trainer's
+generator (``training.mp_data.GeneratorCueDataset``, seed ``generator_seed``): its crop windows and
+joint boxes, and the hands MediaPipe misses; they have no MediaPipe landmarks and run the network cue.
 ``spectrum_mix_prob`` mixes real photos' low-frequency
 amplitude spectra into synthetic crops (``training.appearance``). Terms (weights in :class:`FusedLossWeights`):
 
@@ -73,6 +76,7 @@ from training.mp_data import (
     CueBatch,
     CueCache,
     CueDataset,
+    GeneratorCueDataset,
     collate_cue_samples,
     load_cue_cache,
     merge_cue_caches,
@@ -159,6 +163,8 @@ class FusedTrainConfig:
     reframe_shift_sigma: float = 0.04
     reframe_log_zoom_sigma: float = 0.07
     synth_joint_box_prob: float = 0.0
+    generator_per_batch: int = 0
+    generator_seed: int = 0
     eval_every_steps: int = 300
     eval_samples: int = 400
     checkpoint_every_steps: int = 100
@@ -239,6 +245,12 @@ def draw_cues(batch: int, probs: tuple[float, ...], generator: torch.Generator) 
     """Cue index per row (0 fused, 1 mediapipe, 2 network), ``(B,)`` int64."""
     p = torch.tensor(probs, dtype=torch.float64)
     return torch.multinomial(p / p.sum(), batch, replacement=True, generator=generator)
+
+
+def restrict_cues(cues: torch.Tensor, has_mp: torch.Tensor) -> torch.Tensor:
+    """``cues (B,)`` with the rows that have no MediaPipe landmarks (``has_mp (B,)`` False) set to the
+    ``network`` cue, the only one they can run."""
+    return torch.where(has_mp, cues, torch.full_like(cues, CUES.index("network")))
 
 
 def forward_batch(model: M3DHMR, batch: CueBatch, cues: torch.Tensor, given_length: torch.Tensor | None) -> M3DHMROutput:
@@ -495,8 +507,12 @@ class FusedTrainer:
         self.best = math.inf
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
-    def _loaders(self) -> tuple[DataLoader, DataLoader | None]:
-        synth_bs = self.cfg.batch_size - (self.cfg.real_per_batch if self.train_real is not None else 0)
+    def _loaders(self) -> tuple[DataLoader, DataLoader | None, DataLoader | None]:
+        synth_bs = (self.cfg.batch_size - (self.cfg.real_per_batch if self.train_real is not None else 0)
+                    - self.cfg.generator_per_batch)
+        if synth_bs < 1:
+            raise FusedTrainError(f"batch_size {self.cfg.batch_size} leaves no room for cached synthetic rows after "
+                                  f"real_per_batch and generator_per_batch")
         synth = DataLoader(self.train_synth, batch_size=synth_bs, shuffle=True, drop_last=True, collate_fn=_as_list,
                            num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
                            generator=torch.Generator().manual_seed(self.cfg.seed))
@@ -504,7 +520,14 @@ class FusedTrainer:
         if self.train_real is not None and self.cfg.real_per_batch > 0:
             real = DataLoader(self.train_real, batch_size=self.cfg.real_per_batch, shuffle=True, drop_last=True,
                               collate_fn=_as_list, num_workers=0, generator=torch.Generator().manual_seed(self.cfg.seed + 1))
-        return synth, real
+        generated = None
+        if self.cfg.generator_per_batch > 0:
+            generated = DataLoader(GeneratorCueDataset(self.cfg.generator_seed, crop_size=get_preset(self.cfg.model_preset).crop_size),
+                                   batch_size=self.cfg.generator_per_batch,
+                                   shuffle=True, drop_last=True, collate_fn=_as_list, num_workers=self.cfg.num_workers,
+                                   persistent_workers=self.cfg.num_workers > 0,
+                                   generator=torch.Generator().manual_seed(self.cfg.seed + 2))
+        return synth, real, generated
 
     def save(self, name: str, extra: dict[str, Any] | None = None) -> Path:
         path = self.out_dir / "checkpoints" / f"{name}.safetensors"
@@ -536,8 +559,9 @@ class FusedTrainer:
         (self.out_dir / "train_config.json").write_text(cfg.to_json(), encoding="utf-8")
         train_log = CsvLog(self.out_dir / "train_log.csv")
         eval_log = CsvLog(self.out_dir / "eval_log.csv")
-        synth_loader, real_loader = self._loaders()
+        synth_loader, real_loader, generated_loader = self._loaders()
         real_iter = iter(real_loader) if real_loader is not None else None
+        generated_iter = iter(generated_loader) if generated_loader is not None else None
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         count = 0
@@ -558,10 +582,12 @@ class FusedTrainer:
                         assert real_loader is not None
                         real_iter = iter(real_loader)
                         samples = samples + next(real_iter)
+                if generated_iter is not None:
+                    samples = samples + next(generated_iter)
                 batch = collate_cue_samples(samples).to(self.device)
-                free = batch.has_gt
+                free = batch.has_gt & batch.has_mp
                 if cfg.synth_joint_box_prob > 0:
-                    pick = self._some_rows(batch.has_gt, cfg.synth_joint_box_prob)
+                    pick = self._some_rows(free, cfg.synth_joint_box_prob)
                     centre, zoom = joint_box_reframes(batch.joints_uv[pick], int(batch.crops.shape[-1]), self.generator)
                     batch = reframe_rows(batch, pick, centre.to(self.device), zoom.to(self.device))
                     free = free.clone()
@@ -579,6 +605,7 @@ class FusedTrainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 cues = draw_cues(len(batch), cfg.cue_probs, self.generator).to(self.device)
+                cues = restrict_cues(cues, batch.has_mp)
                 given = None
                 if cfg.given_length_prob > 0:
                     pick = (torch.rand(len(batch), generator=self.generator) < cfg.given_length_prob).to(self.device) & batch.has_gt
