@@ -68,7 +68,8 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
     recipe: dict[str, Any] = {
         "synthetic": f"{cfg.get('synth_cache')}: full synthetic frames (training.synth, our hand model) with MediaPipe's "
                      "real outputs (app.mediapipe_labels synth); ground truth for every term",
-        "batch": f"{cfg.get('batch_size')} hands, of which {cfg.get('real_per_batch')} real photos",
+        "batch": (f"{cfg.get('batch_size')} hands, of which {cfg.get('real_per_batch')} real photos"
+                  + (f" and {cfg['generator_per_batch']} from the synthetic generator" if cfg.get("generator_per_batch") else "")),
         "cues": dict(zip(("fused", "mediapipe", "network"), cfg.get("cue_probs", ()))),
         "warm_start_from": cfg.get("warm_start_from"),
     }
@@ -78,6 +79,13 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
             "--real-backgrounds: hand-free regions of the training photos as backgrounds; --matched-poses: poses "
             "re-weighted towards the real photos' finger bends, assets/real_pose_bends.json)"
             for path in cfg["extra_synth_caches"]]
+    if cfg.get("generator_per_batch"):
+        recipe["generator_rows"] = (f"{cfg['generator_per_batch']} rows per batch from training.synth.dataset.SynthHandDataset "
+                                    f"(seed {cfg.get('generator_seed', 0)}, drawn on the fly): the generator's crop windows "
+                                    "and joint boxes, hands MediaPipe misses included; no MediaPipe landmarks, network cue")
+    framing = {k: cfg[k] for k in ("synth_joint_box_prob", "synth_reframe_prob") if cfg.get(k)}
+    if framing:
+        recipe["synthetic_reframing"] = framing
     loss = cfg.get("loss", {})
     terms = {k: v for k, v in loss.items() if k in ("real_distill", "real_surface", "real_con2d", "real_con3d") and v}
     if terms:
