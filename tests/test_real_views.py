@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from models.rectify import apply_homography
 from training.real_views import (
     draw_angles,
     photometric_jitter,
@@ -90,4 +91,7 @@ def test_rotate_rows_turns_real_crops_and_their_labels_together() -> None:
         # the rotated virtual camera sees the same camera-space points as the rotated landmarks
         cam = world[row] @ batch.virt_from_cam[row]  # virt -> cam (orthonormal)
         assert torch.allclose(cam @ out.virt_from_cam[row].T, out.mp_world_virt[row], atol=1e-5)
+        # image -> crop now lands on the rolled crop (the input's crop_from_image is the identity)
+        assert torch.allclose(apply_homography(uv[row], out.crop_from_image[row]), out.mp_uv[row], atol=1e-4)
+    assert torch.equal(out.crop_from_image[1], batch.crop_from_image[1])
     assert torch.allclose(batch.mp_uv, uv)  # the input batch is not modified

@@ -60,6 +60,17 @@ def rotate_crops(crops: torch.Tensor, angles_rad: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def roll_homography(angles_rad: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """``(B, 3, 3)``: crop pixels -> where they land in the crop rotated by :func:`rotate_crops`."""
+    centre = (crop_size - 1) / 2.0
+    rot = rotation_2d(angles_rad)
+    hom = torch.zeros(angles_rad.shape[0], 3, 3, dtype=angles_rad.dtype, device=angles_rad.device)
+    hom[:, :2, :2] = rot
+    hom[:, :2, 2] = centre - (rot @ torch.full_like(rot[:, :, 0:1], centre)).squeeze(-1)
+    hom[:, 2, 2] = 1.0
+    return hom
+
+
 def photometric_jitter(crops: torch.Tensor, generator: torch.Generator, strength: float = 0.2) -> torch.Tensor:
     """Per-row brightness, contrast and colour-balance jitter of ``(B, 3, S, S)`` RGB crops in [0, 1]."""
     batch = crops.shape[0]
@@ -81,7 +92,8 @@ def draw_angles(batch: int, max_deg: float, generator: torch.Generator) -> torch
 def rotate_rows(batch: CueBatch, rows: torch.Tensor, angles_rad: torch.Tensor) -> CueBatch:
     """``batch`` with the crops of ``rows`` (``(R,)`` indices) rotated by ``angles_rad (R,)`` about their
     centre, and their MediaPipe pseudo-labels rotated with them: ``mp_uv`` in the image,
-    ``mp_world_virt`` about the optical axis, and ``virt_from_cam`` (the rotated virtual camera).
+    ``mp_world_virt`` about the optical axis, ``virt_from_cam`` (the rotated virtual camera) and
+    ``crop_from_image`` (the image -> crop homography followed by the roll).
 
     Exact for real rows, whose labels are only MediaPipe's; rows with ground truth would also need their
     true 2D joints and wrist-relative points turned, so this is meant for real rows (crop pixels,
@@ -93,8 +105,11 @@ def rotate_rows(batch: CueBatch, rows: torch.Tensor, angles_rad: torch.Tensor) -
     rot3 = rotation_about_optical_axis(angles_rad.to(batch.crops.dtype))
     crops, mp_uv = batch.crops.clone(), batch.mp_uv.clone()
     mp_world, virt = batch.mp_world_virt.clone(), batch.virt_from_cam.clone()
+    crop_from_image = batch.crop_from_image.clone()
     crops[rows] = rotate_crops(batch.crops[rows], angles_rad)
+    crop_from_image[rows] = roll_homography(angles_rad.to(batch.crops.dtype), crop) @ batch.crop_from_image[rows]
     mp_uv[rows] = rotate_points_2d(batch.mp_uv[rows], angles_rad, crop)
     mp_world[rows] = batch.mp_world_virt[rows] @ rot3.transpose(1, 2)
     virt[rows] = rot3 @ batch.virt_from_cam[rows]
-    return dataclasses.replace(batch, crops=crops, mp_uv=mp_uv, mp_world_virt=mp_world, virt_from_cam=virt)
+    return dataclasses.replace(batch, crops=crops, mp_uv=mp_uv, mp_world_virt=mp_world, virt_from_cam=virt,
+                               crop_from_image=crop_from_image)
