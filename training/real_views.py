@@ -28,6 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from models.rectify import apply_homography
 from training.mp_data import CueBatch
 
 
@@ -45,10 +46,21 @@ def rotation_about_optical_axis(angles_rad: torch.Tensor) -> torch.Tensor:
     return rot
 
 
+def roll_homography(angles_rad: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """``(B, 3, 3)``: crop pixels -> where they land in the crop rotated by :func:`rotate_crops`
+    (``p -> R (p - c) + c``, ``c`` the crop centre)."""
+    centre = (crop_size - 1) / 2.0
+    rot = rotation_2d(angles_rad)
+    hom = torch.zeros(angles_rad.shape[0], 3, 3, dtype=angles_rad.dtype, device=angles_rad.device)
+    hom[:, :2, :2] = rot
+    hom[:, :2, 2] = centre * (1.0 - rot.sum(dim=-1))
+    hom[:, 2, 2] = 1.0
+    return hom
+
+
 def rotate_points_2d(uv: torch.Tensor, angles_rad: torch.Tensor, crop_size: int) -> torch.Tensor:
     """``(B, N, 2)`` crop px -> where those pixels land in the crop rotated by :func:`rotate_crops`."""
-    centre = (crop_size - 1) / 2.0
-    return (uv - centre) @ rotation_2d(angles_rad).transpose(1, 2) + centre
+    return apply_homography(uv, roll_homography(angles_rad.to(uv.dtype), crop_size))
 
 
 def rotate_crops(crops: torch.Tensor, angles_rad: torch.Tensor) -> torch.Tensor:
@@ -58,17 +70,6 @@ def rotate_crops(crops: torch.Tensor, angles_rad: torch.Tensor) -> torch.Tensor:
     theta = torch.cat([inverse, torch.zeros(crops.shape[0], 2, 1, dtype=crops.dtype, device=crops.device)], dim=2)
     grid = F.affine_grid(theta.to(crops.dtype), list(crops.shape), align_corners=False)
     return F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def roll_homography(angles_rad: torch.Tensor, crop_size: int) -> torch.Tensor:
-    """``(B, 3, 3)``: crop pixels -> where they land in the crop rotated by :func:`rotate_crops`."""
-    centre = (crop_size - 1) / 2.0
-    rot = rotation_2d(angles_rad)
-    hom = torch.zeros(angles_rad.shape[0], 3, 3, dtype=angles_rad.dtype, device=angles_rad.device)
-    hom[:, :2, :2] = rot
-    hom[:, :2, 2] = centre - (rot @ torch.full_like(rot[:, :, 0:1], centre)).squeeze(-1)
-    hom[:, 2, 2] = 1.0
-    return hom
 
 
 def photometric_jitter(crops: torch.Tensor, generator: torch.Generator, strength: float = 0.2) -> torch.Tensor:
@@ -106,9 +107,10 @@ def rotate_rows(batch: CueBatch, rows: torch.Tensor, angles_rad: torch.Tensor) -
     crops, mp_uv = batch.crops.clone(), batch.mp_uv.clone()
     mp_world, virt = batch.mp_world_virt.clone(), batch.virt_from_cam.clone()
     crop_from_image = batch.crop_from_image.clone()
+    roll = roll_homography(angles_rad.to(batch.crops.dtype), crop)
     crops[rows] = rotate_crops(batch.crops[rows], angles_rad)
-    crop_from_image[rows] = roll_homography(angles_rad.to(batch.crops.dtype), crop) @ batch.crop_from_image[rows]
-    mp_uv[rows] = rotate_points_2d(batch.mp_uv[rows], angles_rad, crop)
+    crop_from_image[rows] = roll @ batch.crop_from_image[rows]
+    mp_uv[rows] = apply_homography(batch.mp_uv[rows], roll)
     mp_world[rows] = batch.mp_world_virt[rows] @ rot3.transpose(1, 2)
     virt[rows] = rot3 @ batch.virt_from_cam[rows]
     return dataclasses.replace(batch, crops=crops, mp_uv=mp_uv, mp_world_virt=mp_world, virt_from_cam=virt,

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.hand.model import axis_angle_to_rotmat
 from models.rectify import apply_homography
 from training.mp_data import CueBatch
-from training.synth.dataset import CROP_MARGIN, BoxJitter
+from training.synth.dataset import CROP_MARGIN, BoxJitter, mediapipe_like_box
 
 
 def rotation_to_optical_axis(rays: torch.Tensor) -> torch.Tensor:
@@ -84,30 +85,20 @@ def draw_reframes(batch: int, crop_size: int, shift_sigma: float, log_zoom_sigma
 def joint_box_reframes(joints_uv: torch.Tensor, crop_size: int, generator: torch.Generator,
                        jitter: BoxJitter = BoxJitter(), margin: float = CROP_MARGIN) -> tuple[torch.Tensor, torch.Tensor]:
     """Box centres ``(R, 2)`` (crop px) and zooms ``(R,)`` that frame each hand as the synthetic generator
-    does (``training.synth.dataset.mediapipe_like_box``: the tight box of the true 2D joints after
-    per-joint noise, a common scale and a common shift, sometimes a large one; the box's longer half side
-    then spans ``S / 2 / (1 + margin)`` pixels, as ``models.rectify.virtual_focal_for_box`` makes it).
+    does: the box is ``training.synth.dataset.mediapipe_like_box`` of the true 2D joints, and its longer
+    half side then spans ``S / 2 / (1 + margin)`` pixels, as ``models.rectify.virtual_focal_for_box``
+    makes it.
 
-    ``joints_uv``: ``(R, 21, 2)`` true 2D joints in crop pixels. Draws from ``generator`` (CPU).
+    ``joints_uv``: ``(R, 21, 2)`` true 2D joints in crop pixels. The boxes' noise comes from a numpy
+    generator seeded by one draw of ``generator`` (CPU).
     """
-    rows = joints_uv.shape[0]
-    uv = joints_uv.detach().cpu().to(torch.float64)
-    lo, hi = uv.amin(dim=1), uv.amax(dim=1)
-    centre = 0.5 * (lo + hi)
-    size = (hi - lo).amax(dim=1).clamp_min(1.0)
-    low, high = jitter.joint_sigma
-    joint_sigma = (low + (high - low) * torch.rand(rows, generator=generator, dtype=torch.float64)) * size
-    noisy = uv + torch.randn(uv.shape, generator=generator, dtype=torch.float64) * joint_sigma.reshape(-1, 1, 1)
-    outlier = torch.rand(rows, generator=generator, dtype=torch.float64) < jitter.outlier_p
-    shift_sigma = torch.where(outlier, torch.tensor(jitter.outlier_shift, dtype=torch.float64),
-                              torch.tensor(jitter.shift_sigma, dtype=torch.float64)) * size
-    scale = torch.exp(torch.randn(rows, generator=generator, dtype=torch.float64) * jitter.scale_sigma)
-    shift = torch.randn(rows, 2, generator=generator, dtype=torch.float64) * shift_sigma.reshape(-1, 1)
-    noisy = centre.unsqueeze(1) + (noisy - centre.unsqueeze(1)) * scale.reshape(-1, 1, 1) + shift.unsqueeze(1)
-    box_lo, box_hi = noisy.amin(dim=1), noisy.amax(dim=1)
-    half = (0.5 * (box_hi - box_lo)).clamp_min(0.5).amax(dim=1)
-    zoom = (crop_size / 2.0) / (1.0 + margin) / half
-    return (0.5 * (box_lo + box_hi)).to(joints_uv.dtype), zoom.to(joints_uv.dtype)
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    uv = joints_uv.detach().cpu().to(torch.float64).numpy()
+    boxes = np.stack([mediapipe_like_box(hand, rng, jitter) for hand in uv]) if len(uv) else np.zeros((0, 4))
+    half = 0.5 * (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
+    centre = torch.from_numpy(0.5 * (boxes[:, :2] + boxes[:, 2:]))
+    zoom = torch.from_numpy((crop_size / 2.0) / (1.0 + margin) / half)
+    return centre.to(joints_uv.dtype), zoom.to(joints_uv.dtype)
 
 
 def reframe_rows(batch: CueBatch, rows: torch.Tensor, centre_px: torch.Tensor, zoom: torch.Tensor) -> CueBatch:

@@ -590,7 +590,6 @@ class FusedTrainer:
                     pick = self._some_rows(free, cfg.synth_joint_box_prob)
                     centre, zoom = joint_box_reframes(batch.joints_uv[pick], int(batch.crops.shape[-1]), self.generator)
                     batch = reframe_rows(batch, pick, centre.to(self.device), zoom.to(self.device))
-                    free = free.clone()
                     free[pick] = False
                 if cfg.synth_reframe_prob > 0:
                     pick = self._some_rows(free, cfg.synth_reframe_prob)
