@@ -59,6 +59,7 @@ from app.smoothing import SmoothingParams
 from app.sources import Frame
 from app.mediapipe_labels import MATCH_FRACTION
 from models.mediapipe_frame import hand_length
+from models.mesh_surface import mean_bend_deg
 from models.paths import REPO_ROOT, SHARED_REAL_DIR
 
 
@@ -316,9 +317,14 @@ class _SettingAccumulator:
     gt_verts: list[np.ndarray] = field(default_factory=list)
     length_ratio: list[float] = field(default_factory=list)
     guarded: list[bool] = field(default_factory=list)
+    faces: np.ndarray | None = None
     dropped: int = 0
 
-    def add(self, hand: HandResult, gt_joints: np.ndarray, gt_verts: np.ndarray) -> None:
+    def add(self, hand: HandResult, gt_joints: np.ndarray, gt_verts: np.ndarray, faces: np.ndarray | None = None) -> None:
+        """One found hand; ``faces (F, 3)`` (the mesh's triangles, any consistent winding) adds the
+        surface bend figures."""
+        if faces is not None:
+            self.faces = faces
         self.pred_joints.append(np.asarray(hand.joints_cam, np.float64))
         self.pred_verts.append(np.asarray(hand.vertices_cam, np.float64))
         self.gt_joints.append(np.asarray(gt_joints, np.float64))
@@ -339,6 +345,9 @@ class _SettingAccumulator:
         same_topology = pv.shape[1:] == gv.shape[1:]
         acc.update(pj, gj, pv if same_topology else None, gv if same_topology else None, camera_space=True)
         out.update(acc.compute().to_dict())
+        if same_topology and self.faces is not None:
+            out.update(surface_bend_deg=float(mean_bend_deg(pv, self.faces).mean()),
+                       surface_bend_true_deg=float(mean_bend_deg(gv, self.faces).mean()))
         d_root = pj[:, 0] - gj[:, 0]
         ratio = np.asarray(self.length_ratio)
         # Rescaling a camera-space prediction about the camera centre keeps every projection and scales
@@ -454,7 +463,7 @@ def evaluate_synth(
                     acc.dropped += 1
                     sample[key] = None
                     continue
-                acc.add(hand, gt_joints, gt_verts)
+                acc.add(hand, gt_joints, gt_verts, result.faces_right)
                 pred = np.asarray(hand.joints_cam, np.float64)
                 sample[key] = {
                     "pa_mpjpe_mm": round(float(pa_point_distances(pred[None], gt_joints[None]).mean()) * 1000.0, 2),
@@ -505,6 +514,8 @@ _SYNTH_ROWS: tuple[tuple[str, str, str], ...] = (
     ("camera MPJPE, best scale about the camera (mm)", "mpjpe_cam_best_scale_mm", ".2f"),
     ("hand length / true (median)", "hand_length_ratio_median", ".3f"),
     ("depth guard fired (fraction)", "guard_fraction", ".3f"),
+    ("mesh surface: mean bend between adjacent faces (deg)", "surface_bend_deg", ".1f"),
+    ("same for the true meshes (deg)", "surface_bend_true_deg", ".1f"),
 )
 
 
@@ -584,10 +595,14 @@ class _AgreementAccumulator:
     guarded: list[bool] = field(default_factory=list)
     mesh_rel: list[np.ndarray] = field(default_factory=list)
     world_rel: list[np.ndarray] = field(default_factory=list)
+    bends_deg: list[float] = field(default_factory=list)
     dropped: int = 0
 
-    def add(self, hand: HandResult, world_landmarks: np.ndarray | None) -> Agreement:
+    def add(self, hand: HandResult, world_landmarks: np.ndarray | None, faces: np.ndarray | None = None) -> Agreement:
+        """One detected hand; ``faces (F, 3)`` (its mesh's triangles) adds its surface bend."""
         a = agreement(hand.joints_img, hand.landmarks_img)
+        if faces is not None:
+            self.bends_deg.append(float(mean_bend_deg(hand.vertices_cam, faces)[0]))
         self.errors_diag.append(a.error_diag)
         self.errors_side.append(a.error_side)
         self.size_ratios.append(a.size_ratio)
@@ -620,6 +635,8 @@ class _AgreementAccumulator:
                                         float(np.max(self.depths_m))] if self.depths_m else None),
             "guard_fraction": _fraction(self.guarded),
         }
+        if self.bends_deg:
+            out["surface_bend_deg"] = _mean(self.bends_deg)
         if diversity:
             mesh = pairwise_pa_mpjpe_mm(np.stack(self.mesh_rel)) if len(self.mesh_rel) > 1 else float("nan")
             world = pairwise_pa_mpjpe_mm(np.stack(self.world_rel)) if len(self.world_rel) > 1 else float("nan")
@@ -680,7 +697,7 @@ def evaluate_photos(
                 if hand is None:
                     accs[cue].dropped += 1
                     continue
-                a = accs[cue].add(hand, det.world_landmarks)
+                a = accs[cue].add(hand, det.world_landmarks, result.faces_for(hand))
                 figures.append(round(a.error_diag, 4))
             entry[cue] = figures
         if progress is not None and ((k + 1) % 100 == 0 or k + 1 == len(photos)):
@@ -714,6 +731,7 @@ _AGREEMENT_ROWS: tuple[tuple[str, str, str], ...] = (
     ("pose diversity ratio mesh / MediaPipe", "pose_diversity_ratio", ".2f"),
     (f"hands placed closer than {NEAR_LIMIT_M:g} m", f"closer_than_{NEAR_LIMIT_M:g}m", "d"),
     ("depth guard fired (fraction)", "guard_fraction", ".3f"),
+    ("mesh surface: mean bend between adjacent faces (deg)", "surface_bend_deg", ".1f"),
 )
 
 
@@ -731,7 +749,9 @@ def agreement_markdown(report: dict[str, Any], title: str, intro: Sequence[str])
         "measure agreement with MediaPipe, not accuracy. Agreement per hand = mean distance between the projected "
         "mesh joints (HandResult.joints_img) and MediaPipe's 21 landmarks / diagonal of the landmark box. Pose "
         f"diversity: median PA-MPJPE over pairs of hands (root-relative, left hands mirrored; at most "
-        f"{DIVERSITY_MAX_HANDS} hands).")
+        f"{DIVERSITY_MAX_HANDS} hands). Surface bend: the mean angle between the normals of adjacent faces "
+        "(models.mesh_surface; our template at rest: 13 deg, posed synthetic ground truth: about 17); higher is "
+        "more crumpled.")
     return "\n".join(lines) + "\n"
 
 
@@ -779,7 +799,7 @@ def evaluate_clip(
                     if hand is None:
                         acc.dropped += 1
                         continue
-                    acc.add(hand, det.world_landmarks)
+                    acc.add(hand, det.world_landmarks, result.faces_for(hand))
         summary = acc.summary(diversity=False)
         summary["frames"] = frames
         summary["frames_with_hands"] = with_hands

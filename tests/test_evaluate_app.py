@@ -206,6 +206,8 @@ def test_synth_cli_on_three_frames(tmp_path: Path, backend: object, monkeypatch:
     # realtime_fused takes the user's hand length: with the true one given the mesh has the true length.
     assert known["hand_length_ratio_median"] == pytest.approx(1.0, abs=0.02)
     assert 0.0 <= known["guard_fraction"] <= 1.0
+    # the true meshes are smooth posed hands (about 17 deg); an untrained network's are not smoother
+    assert 10.0 < known["surface_bend_true_deg"] < 25.0 and known["surface_bend_deg"] > 0.0
     scale = report["cues"]["fused"]["scale"]
     assert {"share_removed_by_true_size", "depth_share_of_root_error_size_unknown"} <= set(scale)
 
@@ -239,6 +241,7 @@ def test_photo_report_on_three_photos(backend: object) -> None:
         assert 0.0 <= s["fraction_under_0.15"] <= 1.0 and 0.0 <= s["size_ratio_within_range"] <= 1.0
         assert s["pose_diversity_mediapipe_mm"] > 0.0 and s["pose_diversity_mesh_mm"] >= 0.0
         assert s["closer_than_0.15m"] >= 0
+        assert 5.0 < s["surface_bend_deg"] < 90.0
 
 
 @pytest.mark.real

@@ -1,11 +1,15 @@
-"""Loss terms on hand-computed cases; consistency terms vanish for exact two-view geometry."""
+"""Loss terms on hand-computed cases; consistency terms vanish for exact two-view geometry; the bend
+between adjacent faces (models.mesh_surface) and its loss terms."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from models.errors import TopologyError
+from models.mesh_surface import dihedral_cosines, face_adjacency, mean_bend_deg
 from models.rectify import apply_homography
 from training.losses import (
     HandMeshLoss,
@@ -16,7 +20,9 @@ from training.losses import (
     ViewPair,
     consistency2d_loss,
     consistency3d_loss,
+    dihedral_loss,
     edge_length_loss,
+    fold_loss,
     heatmap_kl_loss,
     l1_points,
     mesh_edges,
@@ -68,6 +74,63 @@ def test_edge_length_loss_hand_computed() -> None:
     # A rigid motion keeps every length.
     moved = TRIANGLE @ _rot_x(0.7).T + 3.0
     assert float(edge_length_loss(moved, TRIANGLE, edges)) == pytest.approx(0.0, abs=1e-12)
+
+
+def _hinge(angle: float) -> torch.Tensor:
+    """Two unit right triangles sharing the edge (0,0,0)-(0,1,0); the second turned by ``angle`` about it
+    (0: a flat square, consistently wound)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [c, 0.0, s]]], dtype=torch.float64)
+
+
+HINGE_FACES = torch.tensor([[0, 1, 2], [1, 0, 3]])
+
+
+def test_face_adjacency_pairs_the_faces_of_each_interior_edge() -> None:
+    assert face_adjacency(HINGE_FACES).tolist() == [[0, 1]]
+    tetrahedron = torch.tensor([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]])
+    pairs = face_adjacency(tetrahedron)
+    assert len(pairs) == 6 and {tuple(sorted(p)) for p in pairs.tolist()} == {(a, b) for a in range(4) for b in range(a + 1, 4)}
+    with pytest.raises(TopologyError, match="more than two faces"):
+        face_adjacency(torch.tensor([[0, 1, 2], [1, 0, 3], [0, 1, 4]]))
+    with pytest.raises(TopologyError):
+        face_adjacency(np.array([0, 1, 2]))
+
+
+def test_dihedral_terms_hand_computed() -> None:
+    pairs = face_adjacency(HINGE_FACES)
+    flat, bent = _hinge(0.0), _hinge(math.pi / 2)
+    assert float(dihedral_cosines(flat, HINGE_FACES, pairs)[0, 0]) == pytest.approx(1.0)
+    assert float(dihedral_cosines(bent, HINGE_FACES, pairs)[0, 0]) == pytest.approx(0.0, abs=1e-12)
+    # a rigid motion and a uniform scale keep every bend
+    moved = 3.0 * bent @ _rot_x(0.4).T + 1.0
+    assert float(dihedral_loss(moved, bent, HINGE_FACES, pairs)) == pytest.approx(0.0, abs=1e-12)
+    assert float(dihedral_loss(bent, flat, HINGE_FACES, pairs)) == pytest.approx(1.0)
+    assert mean_bend_deg(bent[0].numpy(), HINGE_FACES.numpy()).tolist() == pytest.approx([90.0])
+    mirrored = bent * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)  # a left hand: winding flipped too
+    assert mean_bend_deg(mirrored, HINGE_FACES[:, [0, 2, 1]]).tolist() == pytest.approx([90.0])
+    rest = dihedral_cosines(flat, HINGE_FACES, pairs)[0]
+    # bending by 90 degrees costs 1 - 0 - margin; bends within the margin are free
+    assert float(fold_loss(bent, rest, HINGE_FACES, pairs, margin=0.25)) == pytest.approx(0.75)
+    slight = _hinge(math.acos(0.9))
+    assert float(fold_loss(slight, rest, HINGE_FACES, pairs, margin=0.25)) == 0.0
+
+
+def test_dihedral_loss_sees_jitter_that_barely_moves_the_vertices() -> None:
+    gen = torch.Generator().manual_seed(0)
+    n = 12  # a finely tessellated flat sheet
+    grid = torch.stack(torch.meshgrid(torch.arange(n + 1.0), torch.arange(n + 1.0), indexing="ij"), -1).reshape(-1, 2) / n
+    sheet = torch.cat([grid, torch.zeros(len(grid), 1)], dim=1).double().unsqueeze(0)
+    idx = torch.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].reshape(-1), idx[1:, :-1].reshape(-1), idx[:-1, 1:].reshape(-1), idx[1:, 1:].reshape(-1)
+    faces = torch.cat([torch.stack([a, b, c], 1), torch.stack([b, d, c], 1)])
+    pairs = face_adjacency(faces)
+    jittered = sheet.clone()
+    jittered[..., 2] += 0.01 * torch.randn(sheet.shape[:2], generator=gen, dtype=torch.float64)
+    assert float((jittered - sheet).abs().mean()) < 0.01  # close in L1 ...
+    assert float(dihedral_loss(jittered, sheet, faces, pairs)) > 0.01  # ... but crumpled
+    rest = dihedral_cosines(sheet, faces, pairs)[0]
+    assert float(fold_loss(jittered, rest, faces, pairs, 0.0)) > 0.0 == float(fold_loss(sheet, rest, faces, pairs, 0.0))
 
 
 def test_consistency3d_zero_for_exact_rotation_and_positive_otherwise() -> None:

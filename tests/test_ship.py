@@ -49,9 +49,14 @@ def test_the_data_recipe_lists_the_label_free_terms_and_hand_priors_used() -> No
     assert recipe["hand_model_priors_on_real_rows"] == {"real_limits": 1.0, "real_prior": 0.2}
     assert any("Apache-2.0" in a for a in recipe["attribution"])
     assert "generator_rows" not in recipe and "synthetic_reframing" not in recipe
+    assert "surface_smoothness_terms" not in recipe
     cfg.update(batch_size=18, generator_per_batch=3, generator_seed=0, synth_joint_box_prob=0.5, synth_reframe_prob=0.4)
     recipe = _fused_data_recipe({"trainer": "training.train_fused", "train_config": json.dumps(cfg)})
     assert recipe is not None
     assert recipe["batch"] == "18 hands, of which 5 real photos and 3 from the synthetic generator"
     assert "seed 0" in recipe["generator_rows"] and "network cue" in recipe["generator_rows"]
     assert recipe["synthetic_reframing"] == {"synth_joint_box_prob": 0.5, "synth_reframe_prob": 0.4}
+    cfg["loss"].update(dihedral=0.5, real_fold=0.5)
+    recipe = _fused_data_recipe({"trainer": "training.train_fused", "train_config": json.dumps(cfg)})
+    assert recipe is not None
+    assert recipe["surface_smoothness_terms"] == {"dihedral": 0.5, "real_fold": 0.5, "fold_margin": 0.05}

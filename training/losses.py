@@ -8,6 +8,8 @@ Terms (M3DHMR, which follows CMR/MobRecon for the mesh terms; HandDGP for the ca
 * ``normal``: for every ground-truth face, ``|cos|`` between each predicted edge of that face and the
   ground-truth face normal (0 when the predicted surface is parallel to the true one).
 * ``edge``: L1 between predicted and ground-truth edge lengths over the unique mesh edges.
+* ``dihedral`` / ``fold`` (ours, not M3DHMR's): the bend between adjacent faces against the ground
+  truth's, and, without ground truth, folds sharper than the rest template's (see :func:`fold_loss`).
 * ``consistency3d``: two augmented views ``a`` and ``b`` of one sample; view ``a``'s root-relative
   vertices mapped into view ``b``'s network frame by the known rotation must equal view ``b``'s.
 * ``consistency2d``: view ``a``'s 2D joints mapped into view ``b``'s crop by the known homography must
@@ -25,6 +27,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from models.mesh_surface import dihedral_cosines
 from models.rectify import apply_homography
 
 LOSS_TERMS: tuple[str, ...] = (
@@ -169,6 +172,26 @@ def edge_length_loss(
     len_p = torch.linalg.norm(pred_verts[:, e[:, 0]] - pred_verts[:, e[:, 1]], dim=-1)
     len_g = torch.linalg.norm(gt_verts[:, e[:, 0]] - gt_verts[:, e[:, 1]], dim=-1)
     return (len_p - len_g).abs().mean() / scale
+
+
+def dihedral_loss(pred_verts: torch.Tensor, gt_verts: torch.Tensor, faces: torch.Tensor,
+                  adjacency: torch.Tensor) -> torch.Tensor:
+    """Mean ``|cos_pred - cos_gt|`` of ``models.mesh_surface.dihedral_cosines`` over the interior edges
+    (``adjacency``: ``models.mesh_surface.face_adjacency``); scalar, dimensionless. Zero when every
+    crease of the predicted surface bends as the true one does, so a prediction whose vertices are close
+    but jittered (a crumpled surface) pays for it."""
+    _check_same(pred_verts, gt_verts, "dihedral_loss")
+    return (dihedral_cosines(pred_verts, faces, adjacency) - dihedral_cosines(gt_verts, faces, adjacency)).abs().mean()
+
+
+def fold_loss(pred_verts: torch.Tensor, rest_cosines: torch.Tensor, faces: torch.Tensor, adjacency: torch.Tensor,
+              margin: float) -> torch.Tensor:
+    """Mean ``relu(cos_rest - cos_pred - margin)`` over the interior edges, for meshes without ground
+    truth: a crease may bend up to ``margin`` (in cosine) beyond the rest template's (``rest_cosines
+    (P,)``, ``models.mesh_surface.dihedral_cosines`` of the template) for free; sharper folds pay. A
+    hand's skin bends smoothly except at a few joint creases, so this mostly removes crumpling."""
+    cos = dihedral_cosines(pred_verts, faces, adjacency)
+    return torch.relu(rest_cosines.to(cos.dtype) - cos - margin).mean()
 
 
 def consistency3d_loss(

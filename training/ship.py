@@ -93,6 +93,11 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
     priors = {k: v for k, v in loss.items() if k in ("real_prior", "real_limits") and v}
     if priors:
         recipe["hand_model_priors_on_real_rows"] = priors
+    surface = {k: v for k, v in loss.items() if k in ("dihedral", "real_fold") and v}
+    if surface:
+        if "real_fold" in surface:
+            surface["fold_margin"] = loss.get("fold_margin", 0.05)
+        recipe["surface_smoothness_terms"] = surface
     if cfg.get("photo_cache"):
         recipe["real_photos"] = (f"{cfg['photo_cache']}: ../shared/real/photos through app.mediapipe_labels photos; "
                                  "about 10 % held out by file name (training.mp_data.photo_is_held_out), never trained on")

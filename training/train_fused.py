@@ -24,6 +24,8 @@ amplitude spectra into synthetic crops (``training.appearance``). Terms (weights
 synthetic rows (ground truth)
   mesh / joints3d: L1 of the size-normalised wrist-relative mesh / joints (shape, without scale)
   normal, edge: M3DHMR's surface terms on the normalised mesh
+  dihedral: the bend between every pair of adjacent faces against the true mesh's, so a mesh whose
+      vertices are close but jittered (a crumpled surface) pays (``training.losses.dihedral_loss``)
   pose2d + heatmap: the network's own 2D joints (every stack) against the true 2D joints
   scale: |log predicted hand length - log true hand length|
   dgp_joints / dgp_verts: camera-space L1 after DGP (HandDGP)
@@ -34,6 +36,8 @@ real rows (no ground truth)
   real_reproj: DGP reprojection consistency: camera-space joints projected into the crop against the
       2D joints DGP solved with
   real_prior: bone-length ratios of the normalised joints against the template's
+  real_fold: folds between adjacent faces sharper than the rest template's by more than
+      ``fold_margin`` (in cosine; ``training.losses.fold_loss``), every cue
   real_limits: the hand model's joint limits: long-finger flexion and sideways bends outside them, in
       radians (``training.joint_limits``)
   real_distill: the normalised mesh of rows run without MediaPipe's 3D landmarks against the same
@@ -68,9 +72,10 @@ from models.checkpoint import save_checkpoint
 from models.config import get_preset
 from models.m3dhmr import M3DHMR, M3DHMROutput
 from models.mediapipe_frame import hand_length
+from models.mesh_surface import bend_angles_deg, dihedral_cosines, face_adjacency
 from models.paths import REPO_ROOT
 from training.joint_limits import joint_limit_loss, joint_limit_violation
-from training.losses import edge_length_loss, heatmap_kl_loss, mesh_edges, normal_loss
+from training.losses import dihedral_loss, edge_length_loss, fold_loss, heatmap_kl_loss, mesh_edges, normal_loss
 from training.metrics import MetricAccumulator, procrustes_align_to_gt
 from training.mp_data import (
     CueBatch,
@@ -124,6 +129,9 @@ class FusedLossWeights:
     real_surface: float = 0.0
     real_con2d: float = 0.0
     real_con3d: float = 0.0
+    dihedral: float = 0.0
+    real_fold: float = 0.0
+    fold_margin: float = 0.05
     heatmap_sigma_px: float = 4.0
     length_scale_m: float = 0.2
 
@@ -273,11 +281,16 @@ def _unit(points_rel: torch.Tensor, length: torch.Tensor, template_length: float
 class FusedLoss(torch.nn.Module):
     """All terms of the module docstring for one forward; returns (total, detached terms)."""
 
-    def __init__(self, faces: np.ndarray, template_joints: torch.Tensor, template_length: float, weights: FusedLossWeights) -> None:
+    def __init__(self, faces: np.ndarray, template_vertices: torch.Tensor, template_joints: torch.Tensor,
+                 template_length: float, weights: FusedLossWeights) -> None:
         super().__init__()
         faces_t = torch.as_tensor(faces, dtype=torch.long)
         self.register_buffer("faces", faces_t, persistent=False)
         self.register_buffer("edges", mesh_edges(faces_t), persistent=False)
+        adjacency = face_adjacency(faces_t)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        rest = dihedral_cosines(template_vertices.detach().double().unsqueeze(0), faces_t, adjacency)[0].float()
+        self.register_buffer("rest_cosines", rest, persistent=False)
         bones = torch.tensor(BONES)
         lengths = (template_joints[bones[:, 1]] - template_joints[bones[:, 0]]).norm(dim=-1)
         self.register_buffer("bone_ratio", lengths / lengths.sum(), persistent=False)
@@ -302,6 +315,8 @@ class FusedLoss(torch.nn.Module):
             terms["joints3d"] = (joints_unit[g] - gt_joints_unit).abs().mean() / s
             terms["normal"] = normal_loss(pred_verts, gt_verts_unit, self.faces)
             terms["edge"] = edge_length_loss(pred_verts, gt_verts_unit, self.edges, s)
+            if w.dihedral > 0:
+                terms["dihedral"] = dihedral_loss(pred_verts, gt_verts_unit, self.faces, self.adjacency)
             stacks = out.joints_2d_stacks[g]
             terms["pose2d"] = (stacks - batch.joints_uv[g].unsqueeze(1)).abs().mean() / crop
             terms["heatmap"] = heatmap_kl_loss(out.heatmaps[g], batch.joints_uv[g], int(crop), w.heatmap_sigma_px)
@@ -325,6 +340,9 @@ class FusedLoss(torch.nn.Module):
             terms["real_prior"] = (ratio - self.bone_ratio).abs().mean() * len(BONES)
             if w.real_limits > 0:
                 terms["real_limits"] = joint_limit_loss(joints_unit[r])
+            if w.real_fold > 0:
+                terms["real_fold"] = fold_loss(out.vertices_unit[r], self.rest_cosines, self.faces, self.adjacency,
+                                               w.fold_margin)
         return w.weighted_sum(terms), {k: v.detach() for k, v in terms.items()}
 
 
@@ -394,11 +412,14 @@ def _surface_gap(student: torch.Tensor, teacher: torch.Tensor, surface: tuple[to
 @torch.no_grad()
 def evaluate_synthetic(model: M3DHMR, dataset: CueDataset, cue: str, batch_size: int = 64,
                        given_length: bool = False) -> dict[str, float]:
-    """Metrics on synthetic cached hands (found by MediaPipe) with one cue; camera-space vs ground truth."""
+    """Metrics on synthetic cached hands (found by MediaPipe) with one cue; camera-space vs ground truth.
+    Beside :class:`training.metrics.MetricAccumulator`'s: ``dihedral_deg``, the predicted meshes' mean
+    bend between adjacent faces (``models.mesh_surface.bend_angles_deg``), and ``dihedral_gap_deg``, its mean
+    absolute difference from the true mesh's, edge by edge."""
     was = model.training
     model.eval()
     acc = MetricAccumulator()
-    lengths_pred, lengths_gt = [], []
+    lengths_pred, lengths_gt, bends, bend_gaps = [], [], [], []
     cue_id = CUES.index(cue)
     for start in range(0, len(dataset), batch_size):
         batch = collate_cue_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
@@ -406,6 +427,9 @@ def evaluate_synthetic(model: M3DHMR, dataset: CueDataset, cue: str, batch_size:
         given = hand_length(batch.joints_cam) if given_length else None
         out = forward_batch(model, batch, cues, given)
         acc.update(out.joints_cam, batch.joints_cam, out.vertices_cam, batch.verts_cam)
+        bend = bend_angles_deg(out.vertices_cam, model.faces)
+        bends.append(bend.mean(dim=1))
+        bend_gaps.append((bend - bend_angles_deg(batch.verts_cam, model.faces)).abs().mean(dim=1))
         lengths_pred.append(out.hand_length_used)
         lengths_gt.append(hand_length(batch.joints_cam))
     model.train(was)
@@ -413,6 +437,8 @@ def evaluate_synthetic(model: M3DHMR, dataset: CueDataset, cue: str, batch_size:
     ratio = torch.cat(lengths_pred) / torch.cat(lengths_gt)
     metrics["hand_length_ratio_median"] = float(ratio.median())
     metrics["hand_length_abs_log_error"] = float(torch.log(ratio).abs().mean())
+    metrics["dihedral_deg"] = float(torch.cat(bends).mean())
+    metrics["dihedral_gap_deg"] = float(torch.cat(bend_gaps).mean())
     return metrics
 
 
@@ -424,10 +450,12 @@ def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -
     its joints against MediaPipe's world landmarks, and ``real_fused_gap_mm``, the mean vertex distance
     between its mesh and the same network's fused-cue mesh of that crop; ``real_limits_deg``, the mean
     summed angle (degrees) by which its long-finger joints lie outside the joint limits
-    (``training.joint_limits``, 5 degree margin)."""
+    (``training.joint_limits``, 5 degree margin); ``real_dihedral_deg`` / ``real_fused_dihedral_deg``, the
+    mean bend between adjacent faces of its network-cue / fused-cue meshes
+    (``models.mesh_surface.bend_angles_deg``; higher is more crumpled)."""
     was = model.training
     model.eval()
-    errors, extents, world_pa, teacher_gap, limits = [], [], [], [], []
+    errors, extents, world_pa, teacher_gap, limits, bends, fused_bends = [], [], [], [], [], [], []
     length = model.template_hand_length
     for start in range(0, len(dataset), batch_size):
         batch = collate_cue_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
@@ -443,13 +471,17 @@ def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -
         world_pa.append((aligned - world).norm(dim=-1).mean(dim=-1))
         teacher_gap.append((out.vertices_unit - teacher.vertices_unit).norm(dim=-1).mean(dim=-1))
         limits.append(joint_limit_violation(out.joints_rel).flatten(1).sum(-1))
+        bends.append(bend_angles_deg(out.vertices_unit, model.faces).mean(dim=1))
+        fused_bends.append(bend_angles_deg(teacher.vertices_unit, model.faces).mean(dim=1))
     model.train(was)
     err = torch.cat(errors)
     return {"real_2d_mean": float(err.mean()), "real_pck10": float((err < 0.1).float().mean()),
             "real_extent_ratio": float(torch.cat(extents).median()),
             "real_world3d_pa_mm": 1e3 * float(torch.cat(world_pa).mean()),
             "real_fused_gap_mm": 1e3 * float(torch.cat(teacher_gap).mean()),
-            "real_limits_deg": math.degrees(float(torch.cat(limits).mean()))}
+            "real_limits_deg": math.degrees(float(torch.cat(limits).mean())),
+            "real_dihedral_deg": float(torch.cat(bends).mean()),
+            "real_fused_dihedral_deg": float(torch.cat(fused_bends).mean())}
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -500,7 +532,8 @@ class FusedTrainer:
         if self.photos is not None:
             self.real_held_out = held_out_photos(self.photos, num_vertices)
         template_joints = self.model.joint_regressor @ self.model.decoder.template
-        self.loss_fn = FusedLoss(self.model.faces, template_joints.cpu(), self.model.template_hand_length, cfg.loss).to(self.device)
+        self.loss_fn = FusedLoss(self.model.faces, self.model.decoder.template.cpu(), template_joints.cpu(),
+                                 self.model.template_hand_length, cfg.loss).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.out_dir = cfg.resolve(cfg.out_dir) or REPO_ROOT / "runs" / cfg.name
         self.step = 0
