@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from models.errors import TopologyError
-from models.mesh_surface import dihedral_cosines, face_adjacency, mean_bend_deg
+from models.hand.mesh_topology import face_adjacency
+from models.mesh_surface import dihedral_cosines, mean_bend_deg
 from models.rectify import apply_homography
 from training.losses import (
     HandMeshLoss,
@@ -98,7 +99,7 @@ def test_face_adjacency_pairs_the_faces_of_each_interior_edge() -> None:
 
 
 def test_dihedral_terms_hand_computed() -> None:
-    pairs = face_adjacency(HINGE_FACES)
+    pairs = torch.from_numpy(face_adjacency(HINGE_FACES.numpy()))
     flat, bent = _hinge(0.0), _hinge(math.pi / 2)
     assert float(dihedral_cosines(flat, HINGE_FACES, pairs)[0, 0]) == pytest.approx(1.0)
     assert float(dihedral_cosines(bent, HINGE_FACES, pairs)[0, 0]) == pytest.approx(0.0, abs=1e-12)
@@ -124,7 +125,7 @@ def test_dihedral_loss_sees_jitter_that_barely_moves_the_vertices() -> None:
     idx = torch.arange((n + 1) ** 2).reshape(n + 1, n + 1)
     a, b, c, d = idx[:-1, :-1].reshape(-1), idx[1:, :-1].reshape(-1), idx[:-1, 1:].reshape(-1), idx[1:, 1:].reshape(-1)
     faces = torch.cat([torch.stack([a, b, c], 1), torch.stack([b, d, c], 1)])
-    pairs = face_adjacency(faces)
+    pairs = torch.from_numpy(face_adjacency(faces.numpy()))
     jittered = sheet.clone()
     jittered[..., 2] += 0.01 * torch.randn(sheet.shape[:2], generator=gen, dtype=torch.float64)
     assert float((jittered - sheet).abs().mean()) < 0.01  # close in L1 ...

@@ -177,7 +177,7 @@ def edge_length_loss(
 def dihedral_loss(pred_verts: torch.Tensor, gt_verts: torch.Tensor, faces: torch.Tensor,
                   adjacency: torch.Tensor) -> torch.Tensor:
     """Mean ``|cos_pred - cos_gt|`` of ``models.mesh_surface.dihedral_cosines`` over the interior edges
-    (``adjacency``: ``models.mesh_surface.face_adjacency``); scalar, dimensionless. Zero when every
+    (``adjacency``: ``models.hand.mesh_topology.face_adjacency``, as a tensor); scalar, dimensionless. Zero when every
     crease of the predicted surface bends as the true one does, so a prediction whose vertices are close
     but jittered (a crumpled surface) pays for it."""
     _check_same(pred_verts, gt_verts, "dihedral_loss")

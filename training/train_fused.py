@@ -72,7 +72,8 @@ from models.checkpoint import save_checkpoint
 from models.config import get_preset
 from models.m3dhmr import M3DHMR, M3DHMROutput
 from models.mediapipe_frame import hand_length
-from models.mesh_surface import bend_angles_deg, dihedral_cosines, face_adjacency
+from models.hand.mesh_topology import face_adjacency
+from models.mesh_surface import bend_angles_deg, dihedral_cosines
 from models.paths import REPO_ROOT
 from training.joint_limits import joint_limit_loss, joint_limit_violation
 from training.losses import dihedral_loss, edge_length_loss, fold_loss, heatmap_kl_loss, mesh_edges, normal_loss
@@ -287,7 +288,7 @@ class FusedLoss(torch.nn.Module):
         faces_t = torch.as_tensor(faces, dtype=torch.long)
         self.register_buffer("faces", faces_t, persistent=False)
         self.register_buffer("edges", mesh_edges(faces_t), persistent=False)
-        adjacency = face_adjacency(faces_t)
+        adjacency = torch.from_numpy(face_adjacency(faces_t.numpy()))
         self.register_buffer("adjacency", adjacency, persistent=False)
         rest = dihedral_cosines(template_vertices.detach().double().unsqueeze(0), faces_t, adjacency)[0].float()
         self.register_buffer("rest_cosines", rest, persistent=False)

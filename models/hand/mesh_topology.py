@@ -8,11 +8,40 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.errors import TopologyError
+
+
+def directed_edges(faces: np.ndarray) -> np.ndarray:
+    """(3F, 2) the directed edges of every face in winding order: all first edges (v0, v1), then all
+    (v1, v2), then all (v2, v0); row ``k * F + i`` belongs to face ``i``."""
+    return np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+
 
 def unique_edges(faces: np.ndarray) -> np.ndarray:
     """(E, 2) int64 undirected edges (sorted pairs, lexicographic order)."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    return np.unique(np.sort(e, axis=1), axis=0)
+    return np.unique(np.sort(directed_edges(faces), axis=1), axis=0)
+
+
+def face_adjacency(faces: np.ndarray) -> np.ndarray:
+    """(P, 2) int64: the two faces on each side of every interior edge, in the order of
+    :func:`unique_edges` (edges with one face, on an open boundary, are left out).
+
+    Raises:
+        TopologyError: ``faces`` is not (F, 3), or an edge is shared by more than two faces.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    if f.ndim != 2 or f.shape[1] != 3:
+        raise TopologyError(f"faces must have shape (F, 3), got {tuple(f.shape)}")
+    _, edge_id, counts = np.unique(np.sort(directed_edges(f), axis=1), axis=0, return_inverse=True,
+                                   return_counts=True)
+    if bool((counts > 2).any()):
+        raise TopologyError("an edge is shared by more than two faces (not a manifold mesh)")
+    edge_id = edge_id.reshape(-1)
+    order = np.argsort(edge_id, kind="stable")
+    ids, owners = edge_id[order], np.tile(np.arange(len(f)), 3)[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    starts = starts[counts[ids[starts]] == 2]
+    return np.stack([owners[starts], owners[starts + 1]], axis=1)
 
 
 def euler_characteristic(num_vertices: int, faces: np.ndarray) -> int:
@@ -59,7 +88,7 @@ def connected_components(num_vertices: int, faces: np.ndarray) -> np.ndarray:
 
 def check_closed_manifold(num_vertices: int, faces: np.ndarray) -> ManifoldReport:
     """Check a mesh is a closed, consistently oriented, connected 2-manifold of genus 0."""
-    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    directed = directed_edges(faces)
     und = np.sort(directed, axis=1)
     _, counts = np.unique(und, axis=0, return_counts=True)
     bad_share = int(np.sum(counts != 2))
