@@ -80,6 +80,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hand-length-cm", type=float, default=None, metavar="CM",
                         help="your hand length, wrist crease to the tip of the middle finger (adults: about "
                              "17-20 cm); fixes the mesh's size and so its distance (default: estimated)")
+    parser.add_argument("--no-depth-ensemble", dest="depth_ensemble", action="store_false",
+                        help="fused cue: use the fused run's own DGP depth instead of the mean of the three cues' "
+                             "wrist depths (one network row per hand instead of three; faster, less accurate)")
     parser.add_argument("--smoothing", type=float, default=0.5,
                         help="One Euro smoothing strength in [0, 1] (0 = off)")
 

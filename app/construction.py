@@ -284,7 +284,8 @@ def load_intrinsics_option(path: Path | str | None) -> Intrinsics | None:
 
 
 def pipeline_options(args: Any) -> PipelineOptions:
-    """:class:`PipelineOptions` from the options (max hands, cue, smoothing strength, field of view)."""
+    """:class:`PipelineOptions` from the options (max hands, cue, smoothing strength, field of view, hand
+    length, depth ensemble)."""
     from app.intrinsics import DEFAULT_HFOV_DEG
     from app.pipeline import PipelineOptions
     from app.smoothing import SmoothingParams
@@ -296,6 +297,7 @@ def pipeline_options(args: Any) -> PipelineOptions:
         smoothing=SmoothingParams.from_strength(float(_opt(args, "smoothing", DEFAULT_SMOOTHING))),
         hfov_deg=float(hfov) if hfov is not None else DEFAULT_HFOV_DEG,
         hand_length_cm=_opt(args, "hand_length_cm"),
+        depth_ensemble=bool(_opt(args, "depth_ensemble", True)),
     )
 
 

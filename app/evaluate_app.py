@@ -297,8 +297,17 @@ def still_pipeline(backend: Any, cue: str, *, max_hands: int = 2, detector: Any 
     return HandPipeline(backend, options=options, detector=adapter)
 
 
+OWN_DEPTH_VARIANT: str = "fused-own-depth"
+"""Synthetic evaluation only: the fused cue without the depth ensemble (its own DGP depth), for comparison."""
+
+
 def _cues(cue: str) -> tuple[str, ...]:
     return CUES if cue == "all" else (cue,)
+
+
+def _variant(name: str) -> tuple[str, bool]:
+    """``(cue, depth_ensemble)`` of a synthetic evaluation column."""
+    return ("fused", False) if name == OWN_DEPTH_VARIANT else (name, True)
 
 
 # --------------------------------------------------------------------------------------------- synth
@@ -452,10 +461,11 @@ def evaluate_synth(
         true_cm = clamp_hand_length_cm(float(hand_length(gt_joints)) * 100.0)
         sample["true_hand_length_cm"] = round(true_cm, 2)
         for cue in cues:
+            cue_name, ensemble = _variant(cue)
             for setting in SETTINGS:
-                pipeline.set_options(replace(base_options, cue=cue,
+                pipeline.set_options(replace(base_options, cue=cue_name, depth_ensemble=ensemble,
                                              hand_length_cm=true_cm if setting == "true_size" else None))
-                result = pipeline.finish(replace(prepared, cue=cue))
+                result = pipeline.finish(replace(prepared, cue=cue_name))
                 hand = result_hand_for(result, det)
                 acc = accs[(cue, setting)]
                 key = f"{cue}/{setting}"
@@ -1025,7 +1035,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--n", type=int, default=1000, help="frames (indices start..start+n-1)")
     synth.add_argument("--start", type=int, default=0)
     synth.add_argument("--seed", type=int, default=None, help="default: training.synth.testset.TEST_SEED")
-    synth.add_argument("--cue", choices=(*CUES, "all"), default="fused")
+    synth.add_argument("--cue", choices=(*CUES, OWN_DEPTH_VARIANT, "all"), default="fused",
+                       help=f"'all': every cue and {OWN_DEPTH_VARIANT} (the fused cue without the depth ensemble)")
     _add_backend_args(synth)
 
     photos = sub.add_parser("photos", help="agreement with MediaPipe on real photos (no labels)")
@@ -1076,8 +1087,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     backend = open_backend(args)
     info = backend_info(backend, args)
     if args.command == "synth":
-        cues = _cues(args.cue)
-        with still_pipeline(backend, cues[0]) as pipeline:
+        cues = (*CUES, OWN_DEPTH_VARIANT) if args.cue == "all" else (args.cue,)
+        with still_pipeline(backend, _variant(cues[0])[0]) as pipeline:
             report = evaluate_synth(pipeline, args.n, seed=args.seed, cues=cues, start=args.start, progress=_progress)
         report.update(info)
         markdown = synth_markdown(report) + _info_lines(info)

@@ -22,7 +22,9 @@ physical. A selfie view is a display option (``DrawOptions.mirror_view``), appli
 The cue (``cue``) decides what the network gets from MediaPipe: ``"fused"`` (the default: MediaPipe's
 2D landmarks for feature sampling and DGP, and its 3D world landmarks, rotated into the crop's frame,
 as an extra per-joint input), ``"mediapipe"`` (the 2D landmarks only) or ``"network"`` (nothing: the
-paper's image-only path, the network's own 2D joints). A known hand length (``hand_length_cm``) fixes the
+paper's image-only path, the network's own 2D joints). With the fused cue the same call also runs the
+two other cues on every hand and puts the fused mesh at the mean of the three wrist depths
+(``depth_ensemble``, see ``models.depth_ensemble``). A known hand length (``hand_length_cm``) fixes the
 mesh's metric size, hence its depth; otherwise the network estimates it. A plausibility guard replaces
 a DGP depth that disagrees with the hand's size in the image (``HandResult.depth_source``).
 """
@@ -37,7 +39,7 @@ from typing import Iterator
 
 import numpy as np
 
-from app.backends import BackendRequest, MeshBackend
+from app.backends import BackendRequest, BackendResult, MeshBackend
 from app.backends.base import implausible_hands
 from app.crops import DEFAULT_MARGIN, CropBatch, make_crop_batch
 from app.detection import HandDetection, HandDetector
@@ -45,6 +47,7 @@ from app.intrinsics import DEFAULT_HFOV_DEG, Intrinsics
 from app.results import FrameResult, HandResult
 from app.smoothing import HandTracker, SmoothingParams, Track
 from app.sources import Frame, FrameSource
+from models.depth_ensemble import place_with_ensemble
 from models.depth_guard import guard_translation
 
 LOG = logging.getLogger(__name__)
@@ -63,6 +66,9 @@ class PipelineOptions:
         cue: ``"fused"`` (MediaPipe 2D + 3D landmarks), ``"mediapipe"`` (2D only) or ``"network"`` (image only).
         hand_length_cm: the user's hand length (wrist crease to the middle fingertip), centimetres, or
             None to let the network estimate it.
+        depth_ensemble: with the ``fused`` cue, also run the ``mediapipe`` and ``network`` cues on every hand
+            (one batched call of three rows per hand) and place the fused mesh at the mean of the three
+            wrist depths (``models.depth_ensemble``); False: the fused run's own DGP depth, one row per hand.
         margin: crop margin around the landmark box (fraction; must match training).
         smoothing: One Euro parameters (``SmoothingParams(enabled=False)`` for raw output).
         hfov_deg: horizontal field of view assumed when no intrinsics are given.
@@ -72,6 +78,7 @@ class PipelineOptions:
     max_hands: int = 2
     cue: str = "fused"
     hand_length_cm: float | None = None
+    depth_ensemble: bool = True
     margin: float = DEFAULT_MARGIN
     smoothing: SmoothingParams = field(default_factory=SmoothingParams)
     hfov_deg: float = DEFAULT_HFOV_DEG
@@ -254,7 +261,11 @@ class HandPipeline:
                 landmarks_3d=crops.landmarks_3d if cue == "fused" else None,
                 hand_length_m=None if length_cm is None else np.full((len(crops),), length_cm / 100.0, np.float32),
             )
-            out = self.backend.infer(request)
+            ensemble = cue == "fused" and self.options.depth_ensemble and getattr(self.backend.config, "fused_cue", False)
+            if ensemble:
+                out = infer_with_depth_ensemble(self.backend, request)
+            else:
+                out = self.backend.infer(request)
             t3 = time.perf_counter()
             timings["network"] = (t3 - t2) * 1e3
             broken = implausible_hands(out)  # NaN/inf or impossible: dropped, never reported
@@ -297,7 +308,7 @@ class HandPipeline:
                         dgp_weights=weights[i].copy(),
                         cue=cue,
                         hand_length_m=float(lengths[i]),
-                        depth_source="size" if guarded[i] else "dgp",
+                        depth_source="size" if guarded[i] else ("ensemble" if ensemble else "dgp"),
                     )
                 )
             timings["smoothing"] = (time.perf_counter() - t4) * 1e3
@@ -402,6 +413,58 @@ class HandPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def infer_with_depth_ensemble(backend: MeshBackend, request: BackendRequest) -> BackendResult:
+    """The fused cue's result with the depth ensemble of ``models.depth_ensemble``.
+
+    One backend call of ``3 B`` rows reading the ``B`` crops (``crop_index``: the encoder runs once per
+    crop): every hand with the fused cue, with MediaPipe's 2D landmarks only and image-only (per-row masks). The fused rows are returned, placed at the mean of the three wrist depths
+    (members whose output is broken, see ``implausible_hands``, do not vote): rescaled about the camera
+    when the hand size is unknown, moved to that depth at the given size otherwise. ``request`` must carry
+    both ``joints_2d_external`` and ``landmarks_3d``.
+    """
+    if request.joints_2d_external is None or request.landmarks_3d is None:
+        raise ValueError("the depth ensemble needs the fused cue's inputs (MediaPipe 2D and 3D landmarks)")
+    b = request.batch_size
+    if b == 0:
+        return backend.infer(request)
+    def tile3(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.concatenate([a, a, a], axis=0)
+
+    tiled = BackendRequest(
+        crops_rgb=request.crops_rgb, crop_index=np.tile(np.arange(b, dtype=np.int64), 3),
+        K_virt=tile3(request.K_virt), virt_to_cam=tile3(request.virt_to_cam),
+        joints_2d_external=tile3(request.joints_2d_external), landmarks_3d=tile3(request.landmarks_3d),
+        hand_length_m=tile3(request.hand_length_m),
+        external_rows=np.repeat(np.array([True, True, False]), b),
+        landmarks_rows=np.repeat(np.array([True, False, False]), b),
+    )
+    everything = backend.infer(tiled)
+    broken = implausible_hands(everything).reshape(3, b)
+    fused = everything.take(slice(0, b))
+    members = np.asarray(everything.translation_virt, np.float64)[b:, 2].reshape(2, b).T
+    members = np.where(broken[1:].T, np.nan, members)
+    placed = place_with_ensemble(
+        fused.translation_virt, fused.vertices_rel, fused.joints_rel, fused.hand_length, fused.joints_2d_used,
+        request.K_virt, fused.dgp_weights, members, size_given=request.hand_length_m is not None,
+    )
+    virt_to_cam = np.asarray(request.virt_to_cam, np.float64)
+    t_cam = np.einsum("bij,bj->bi", virt_to_cam, placed.translation_virt)
+
+    def to_cam(rel: np.ndarray) -> np.ndarray:
+        return (rel + placed.translation_virt[:, None, :]) @ virt_to_cam.transpose(0, 2, 1)
+
+    return replace(
+        fused,
+        translation_virt=placed.translation_virt.astype(np.float32),
+        vertices_rel=placed.vertices_rel.astype(np.float32),
+        joints_rel=placed.joints_rel.astype(np.float32),
+        hand_length=placed.hand_length.astype(np.float32),
+        translation_cam=t_cam.astype(np.float32),
+        vertices_cam=to_cam(placed.vertices_rel).astype(np.float32),
+        joints_cam=to_cam(placed.joints_rel).astype(np.float32),
+    )
 
 
 def with_options(pipeline: HandPipeline, **changes: object) -> PipelineOptions:

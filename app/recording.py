@@ -37,7 +37,7 @@ JSONL schema (units: metres for camera-space values, pixels for image values, ms
      "hands": [{"track_id", "handedness", "detection_score", "confidence", "box_img": [4],
                 "translation_cam": [3], "distance_m", "joints_cam": 21x3, "joints_img": 21x2,
                 "landmarks_img": 21x2, "cue": "fused"|"mediapipe"|"network", "hand_length_m",
-                "depth_source": "dgp"|"size", ["vertices_cam": Vx3]}]}
+                "depth_source": "dgp"|"ensemble"|"size", ["vertices_cam": Vx3]}]}
 """
 from __future__ import annotations
 

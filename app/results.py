@@ -41,8 +41,10 @@ class HandResult:
         cue: the cue the network ran with: ``"fused"``, ``"mediapipe"`` or ``"network"``.
         hand_length_m: the mesh's hand length (wrist to middle fingertip along the finger), metres: the
             user's setting when given, else the network's estimate.
-        depth_source: ``"dgp"`` (the DGP solve), or ``"size"`` when the plausibility guard replaced an
-            impossible DGP depth by the depth the hand's size and its image extent imply.
+        depth_source: ``"dgp"`` (the fused run's own DGP solve, or the only run of another cue),
+            ``"ensemble"`` (the mean wrist depth of the three cue runs, ``PipelineOptions.depth_ensemble``),
+            or ``"size"`` when the plausibility guard replaced an impossible depth by the depth the hand's
+            size and its image extent imply.
     """
 
     track_id: int

@@ -3,7 +3,9 @@
 Command:  python -m models.benchmark [--presets realtime_slim paper_r18 paper_r34] [--threads 2] [--json out.json]
 
 Latency: warm-up runs, then ``--runs`` timed runs with ``perf_counter`` (CUDA synchronised), p50/p95 in ms
-for batch sizes 1, 2, 8 (per call and per hand). Multiply-adds are counted with
+for batch sizes 1, 2, 8 (per call and per hand), and ``ensemble``: one hand as the app's default fused cue
+runs it (``app.pipeline.infer_with_depth_ensemble``: three rows, one per cue, reading one crop, so the
+encoder runs once). Multiply-adds are counted with
 ``torch.utils.flop_counter`` (convolutions, matmuls, einsums; 1 MAC = 2 FLOPs) for ONE hand.
 Networks are untrained (weights do not change the cost). DGP vs registration uses the same noisy
 synthetic 2D-3D correspondences of the hand asset's joints seen by rectified virtual cameras.
@@ -77,6 +79,11 @@ def bench_torch(model: M3DHMR, batches: list[int], runs: int, warmup: int, devic
         with torch.inference_mode():
             stats = time_calls(lambda: model(crops, k_virt, virt_to_cam=virt_to_cam), runs, warmup, sync)
         results[str(batch)] = {**stats, "per_hand_p50_ms": stats["p50_ms"] / batch}
+    crops, k_virt, virt_to_cam = network_inputs(3, model.crop_size, device)
+    index = torch.zeros(3, dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        stats = time_calls(lambda: model(crops[:1], k_virt, virt_to_cam=virt_to_cam, crop_index=index), runs, warmup, sync)
+    results["ensemble"] = {**stats, "per_hand_p50_ms": stats["p50_ms"]}
     model.to("cpu")
     return results
 
@@ -99,16 +106,20 @@ def bench_onnx(model: M3DHMR, batches: list[int], runs: int, warmup: int, thread
             options.intra_op_num_threads = threads
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
             per_batch = {}
-            for batch in batches:
-                crops, k_virt, virt_to_cam = network_inputs(batch, model.crop_size, torch.device("cpu"))
-                assert model.config is not None
-                names = input_names_for(model.config)
-                extra = example_inputs(batch, model.crop_size, model.config)[5:]  # fused landmarks / hand length
-                values = (crops.numpy(), k_virt.numpy(), virt_to_cam.numpy(), np.zeros((batch, 21, 2), np.float32),
-                          np.zeros(batch, np.float32), *(t.numpy() for t in extra))
+            assert model.config is not None
+            names = input_names_for(model.config)
+            for batch in [*batches, "ensemble"]:
+                rows = 3 if batch == "ensemble" else int(batch)
+                crops, k_virt, virt_to_cam = network_inputs(rows, model.crop_size, torch.device("cpu"))
+                extra = example_inputs(rows, model.crop_size, model.config)[5:]  # landmarks, hand length, crop_index
+                values = (crops.numpy(), k_virt.numpy(), virt_to_cam.numpy(), np.zeros((rows, 21, 2), np.float32),
+                          np.zeros(rows, np.float32), *(t.numpy() for t in extra))
                 feeds = dict(zip(names, values))
+                if batch == "ensemble":
+                    feeds["crops"], feeds["crop_index"] = feeds["crops"][:1], np.zeros(3, np.int64)
+                    feeds["external_mask"] = np.array([1.0, 1.0, 0.0], np.float32)
                 stats = time_calls(lambda: session.run(None, feeds), runs, warmup)
-                per_batch[str(batch)] = {**stats, "per_hand_p50_ms": stats["p50_ms"] / batch}
+                per_batch[str(batch)] = {**stats, "per_hand_p50_ms": stats["p50_ms"] / (1 if batch == "ensemble" else rows)}
             results[providers[0]] = per_batch
     return results
 
@@ -226,7 +237,8 @@ def hardware_header(threads: int) -> dict[str, Any]:
 
 
 def format_latency(stats: dict[str, Any]) -> str:
-    return "  ".join(f"b{b}: {s['p50_ms']:.2f}/{s['p95_ms']:.2f} ms ({s['per_hand_p50_ms']:.2f}/hand)" for b, s in stats.items())
+    return "  ".join(f"{'b' + b if b.isdigit() else b}: {s['p50_ms']:.2f}/{s['p95_ms']:.2f} ms ({s['per_hand_p50_ms']:.2f}/hand)"
+                     for b, s in stats.items())
 
 
 def benchmark_preset(config: M3DHMRConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -247,7 +259,7 @@ def benchmark_preset(config: M3DHMRConfig, args: argparse.Namespace) -> dict[str
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 8])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 8], help="batch sizes timed (hands)")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
@@ -267,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
             print("  torch cuda  p50/p95:", format_latency(entry["torch_cuda"]))
         for provider, stats in entry.get("onnxruntime", {}).items():
             print(f"  ort {provider.replace('ExecutionProvider', '')} p50/p95:", format_latency(stats))
+        print("  ensemble = one hand with the fused cue's depth ensemble (the app's default: 3 rows, 1 crop); "
+              "b1 = one hand, one cue")
         if name in PAPER_REFERENCE:
             print("  paper:", PAPER_REFERENCE[name])
     print("\n[root recovery] same noisy synthetic correspondences (virtual 128 px crops)")

@@ -3,10 +3,13 @@
 Command:  python -m models.export_onnx --checkpoint weights/X.safetensors --out weights/X.onnx
           python -m models.export_onnx --preset realtime_slim --out out/slim_untrained.onnx
 
-Graph inputs (B = hands, dynamic): ``crops (B,3,S,S)`` float32 RGB [0,1], ``K_virt (B,3,3)``,
-``virt_to_cam (B,3,3)``, ``joints_2d_external (B,21,2)`` crop px and ``external_mask (B,)`` float
+Graph inputs (B = crops, R = rows, both dynamic): ``crops (B,3,S,S)`` float32 RGB [0,1], ``K_virt (R,3,3)``,
+``virt_to_cam (R,3,3)``, ``joints_2d_external (R,21,2)`` crop px and ``external_mask (R,)`` float
 (1 = use the external joints of that row, 0 = use the predicted ones); fused-cue and scale models add
-the inputs of :func:`input_names_for`. Outputs: :func:`output_names_for` (``OUTPUT_NAMES`` first).
+the inputs of :func:`input_names_for`; the last input, ``crop_index (R,)`` int64, says which crop each
+row reads (``arange(B)`` for one row per crop; the app's depth ensemble runs each crop as three rows and
+the encoder once). Outputs (R rows): :func:`output_names_for` (``OUTPUT_NAMES`` first). Files exported
+before ``crop_index`` existed have no such input; ``app.backends.onnx_backend`` repeats crops for them.
 Metadata (``metadata_props``): format, config_json, asset_sha256, asset_version, output_names.
 """
 from __future__ import annotations
@@ -40,18 +43,19 @@ DEFAULT_OPSET: int = 18
 LANDMARK_INPUT_NAMES: tuple[str, ...] = ("landmarks_3d", "landmarks_3d_mask")
 SCALE_INPUT_NAMES: tuple[str, ...] = ("hand_length", "hand_length_mask")
 SCALE_OUTPUT_NAMES: tuple[str, ...] = ("hand_length_pred", "hand_length_used")
+CROP_INDEX_INPUT: str = "crop_index"
 
 
 def input_names_for(config: M3DHMRConfig) -> tuple[str, ...]:
     """Graph inputs of a model with this config: the base five, then ``landmarks_3d (B,21,3)`` metres and
     ``landmarks_3d_mask (B,)`` with ``fused_cue``, then ``hand_length (B,)`` metres and ``hand_length_mask
-    (B,)`` with ``predict_scale`` (masks are float, 1 = use the row's value)."""
+    (B,)`` with ``predict_scale`` (masks are float, 1 = use the row's value), and last ``crop_index (R,)``."""
     names = INPUT_NAMES
     if config.fused_cue:
         names += LANDMARK_INPUT_NAMES
     if config.predict_scale:
         names += SCALE_INPUT_NAMES
-    return names
+    return names + (CROP_INDEX_INPUT,)
 
 
 def output_names_for(config: M3DHMRConfig) -> tuple[str, ...]:
@@ -77,18 +81,23 @@ class ExportWrapper(nn.Module):
             external_mask=named["external_mask"], virt_to_cam=named["virt_to_cam"],
             landmarks_3d=named.get("landmarks_3d"), landmarks_3d_mask=named.get("landmarks_3d_mask"),
             hand_length_given=named.get("hand_length"), hand_length_mask=named.get("hand_length_mask"),
+            crop_index=named.get(CROP_INDEX_INPUT),
         )
         return tuple(getattr(out, name) for name in self.output_names)
 
 
-def example_inputs(batch: int, crop_size: int, config: M3DHMRConfig | None = None) -> tuple[Tensor, ...]:
-    """Deterministic example inputs of the exported graph for a given batch size (``input_names_for(config)``)."""
+def example_inputs(batch: int, crop_size: int, config: M3DHMRConfig | None = None,
+                   crops: int | None = None) -> tuple[Tensor, ...]:
+    """Deterministic example inputs of the exported graph for ``batch`` rows (``input_names_for(config)``
+    with a config, else the base five): ``crops`` crops (default: one per row) and ``crop_index`` cycling
+    over them."""
     generator = torch.Generator().manual_seed(batch)
+    num_crops = batch if crops is None else crops
     focal = crop_size * 2.5
     centre = (crop_size - 1) / 2.0
     k_virt = torch.tensor([[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]]).expand(batch, 3, 3).contiguous()
     inputs = (
-        torch.rand(batch, 3, crop_size, crop_size, generator=generator),
+        torch.rand(num_crops, 3, crop_size, crop_size, generator=generator),
         k_virt,
         torch.eye(3).expand(batch, 3, 3).contiguous(),
         torch.rand(batch, NUM_JOINTS, 2, generator=generator) * (crop_size - 1),
@@ -98,6 +107,8 @@ def example_inputs(batch: int, crop_size: int, config: M3DHMRConfig | None = Non
         inputs += ((torch.rand(batch, NUM_JOINTS, 3, generator=generator) - 0.5) * 0.15, torch.ones(batch))
     if config is not None and config.predict_scale:
         inputs += (torch.full((batch,), 0.185), torch.zeros(batch))
+    if config is not None:
+        inputs += (torch.arange(batch, dtype=torch.int64) % num_crops,)
     return inputs
 
 
@@ -108,14 +119,15 @@ def export_onnx(model: M3DHMR, path: Path | str, opset: int = DEFAULT_OPSET) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportWrapper(model.float().cpu().eval()).eval()
-    batch = torch.export.Dim("batch", min=1, max=1024)
+    rows = torch.export.Dim("rows", min=1, max=1024)
+    crops = torch.export.Dim("crops", min=1, max=1024)
     input_names = input_names_for(model.config)
     output_names = output_names_for(model.config)
-    dynamic_shapes = ({0: batch} for _ in input_names)
+    dynamic_shapes = ({0: crops if name == "crops" else rows} for name in input_names)
     with torch.no_grad():
         program = torch.onnx.export(
             wrapper,
-            example_inputs(2, model.crop_size, model.config),
+            example_inputs(3, model.crop_size, model.config, crops=2),
             dynamo=True,
             input_names=list(input_names),
             output_names=list(output_names),
@@ -171,7 +183,10 @@ def cue_variants(config: M3DHMRConfig) -> dict[str, dict[str, float]]:
 
 def check_cue_parity(model: M3DHMR, path: Path | str, batch: int = 3) -> dict[str, float]:
     """Run the exported graph (onnxruntime, CPU) and the torch model on the same inputs for every
-    :func:`cue_variants` variant (masked landmarks are zeros, as the app's backend feeds them); return ``{variant: max |difference| of vertices_cam and joints_cam, metres}``.
+    :func:`cue_variants` variant (masked landmarks are zeros, as the app's backend feeds them), and for
+    ``shared_crop``: one crop read by every row (``crop_index`` all 0) under the variants' masks in turn,
+    as the app's depth ensemble feeds it; return ``{variant: max |difference| of vertices_cam and
+    joints_cam, metres}``.
 
     Raises:
         OnnxParityError: a variant's onnxruntime output is non-finite where torch's is finite, or differs
@@ -185,16 +200,22 @@ def check_cue_parity(model: M3DHMR, path: Path | str, batch: int = 3) -> dict[st
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     base = dict(zip(wrapper.input_names, example_inputs(batch, model.crop_size, model.config)))
     base["joints_2d_external"] = hand_like_joints(batch, model.crop_size)
+    variants = cue_variants(model.config)
+    shared = dict(base, crops=base["crops"][:1], crop_index=torch.zeros(batch, dtype=torch.int64))
+    names = [name for masks in variants.values() for name in masks]
+    for name in dict.fromkeys(names):
+        shared[name] = torch.tensor([list(variants.values())[r % len(variants)].get(name, 0.0) for r in range(batch)])
     report: dict[str, float] = {}
-    for variant, masks in cue_variants(model.config).items():
-        inputs = dict(base)
+    for variant, masks in [*variants.items(), ("shared_crop", {})]:
+        inputs = dict(base) if masks else shared
         for name, value in masks.items():
             inputs[name] = torch.full((batch,), value)
         if masks.get("landmarks_3d_mask") == 0.0:
             inputs["landmarks_3d"] = torch.zeros(batch, NUM_JOINTS, 3)  # what the app feeds without landmarks
         with torch.no_grad():
             ours = dict(zip(wrapper.output_names, wrapper(*(inputs[n] for n in wrapper.input_names))))
-        feeds = {n: inputs[n].numpy().astype(np.float32) for n in wrapper.input_names}
+        feeds = {n: inputs[n].numpy() if n == CROP_INDEX_INPUT else inputs[n].numpy().astype(np.float32)
+                 for n in wrapper.input_names}
         theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
         worst = 0.0
         for name in ("vertices_cam", "joints_cam"):

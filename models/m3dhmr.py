@@ -168,12 +168,20 @@ class M3DHMR(nn.Module):
         model.config = config
         return model
 
-    def _check_inputs(self, crops: Tensor, k_virt: Tensor) -> None:
+    def _check_inputs(self, crops: Tensor, k_virt: Tensor, crop_index: Tensor | None = None) -> None:
         size = self.crop_size
         if crops.ndim != 4 or crops.shape[1:] != (3, size, size):
             raise InputShapeError(f"crops must be (B, 3, {size}, {size}) RGB in [0,1], got {tuple(crops.shape)}")
-        if k_virt.shape != (crops.shape[0], 3, 3):
-            raise InputShapeError(f"K_virt must be (B, 3, 3) with B={crops.shape[0]}, got {tuple(k_virt.shape)}")
+        if crop_index is None:
+            if k_virt.shape != (crops.shape[0], 3, 3):
+                raise InputShapeError(f"K_virt must be (B, 3, 3) with B={crops.shape[0]}, got {tuple(k_virt.shape)}")
+            return
+        if crop_index.ndim != 1 or crop_index.dtype not in (torch.int32, torch.int64):
+            raise InputShapeError(f"crop_index must be (R,) integers, got {tuple(crop_index.shape)} {crop_index.dtype}")
+        if len(crop_index) and (int(crop_index.min()) < 0 or int(crop_index.max()) >= crops.shape[0]):
+            raise InputShapeError(f"crop_index values must lie in [0, {crops.shape[0]}), got {crop_index.tolist()}")
+        if k_virt.shape != (crop_index.shape[0], 3, 3):
+            raise InputShapeError(f"K_virt must be (R, 3, 3) with R={crop_index.shape[0]} rows, got {tuple(k_virt.shape)}")
 
     def forward(
         self,
@@ -186,6 +194,7 @@ class M3DHMR(nn.Module):
         landmarks_3d_mask: Tensor | None = None,
         hand_length_given: Tensor | None = None,
         hand_length_mask: Tensor | None = None,
+        crop_index: Tensor | None = None,
     ) -> M3DHMROutput:
         """Run the network.
 
@@ -195,14 +204,21 @@ class M3DHMR(nn.Module):
         (``models.mediapipe_frame.world_landmarks_to_virtual``) with landmarks_3d_mask ``(B,)`` (1 = use).
         With ``predict_scale``: hand_length_given ``(B,)`` metres with hand_length_mask ``(B,)`` (1 = use it
         instead of the predicted length). Missing inputs mean "not given" (mask 0).
+
+        Several rows per crop: with crop_index ``(R,)`` int64 (values in ``[0, B)``) the encoder runs once
+        on the B crops and row r reads the features of crop ``crop_index[r]``; every other input and every
+        output then has R rows (e.g. one crop under three cues: the app's depth ensemble). Without it, R = B.
         """
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            self._check_inputs(crops, K_virt)
+            self._check_inputs(crops, K_virt, crop_index)
         features, heatmap_logits = self.encoder(crops)
+        if crop_index is not None:
+            features = features.index_select(0, crop_index)
+            heatmap_logits = heatmap_logits.index_select(0, crop_index)
         joints_2d_stacks, heatmaps = soft_argmax_2d(heatmap_logits, float(HEATMAP_STRIDE))
         joints_2d_pred = joints_2d_stacks[:, -1]
         dtype = joints_2d_pred.dtype
-        batch = crops.shape[0]
+        batch = features.shape[0]
         joints_2d_used = joints_2d_pred
         if joints_2d_external is not None:
             if external_mask is None:

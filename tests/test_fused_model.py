@@ -141,6 +141,30 @@ def test_fused_model_batches_agree(fused_model: M3DHMR, batch: int) -> None:
     assert torch.allclose(full.vertices_cam[:batch], part.vertices_cam, atol=1e-5)
 
 
+def test_rows_sharing_a_crop_equal_rows_with_their_own_copy(fused_model: M3DHMR) -> None:
+    """crop_index runs the encoder once per crop; the rows match a call with the crops repeated, under
+    different cue masks per row (the app's depth ensemble)."""
+    from models.errors import InputShapeError
+
+    crops, k = _inputs(2)
+    index = torch.tensor([0, 1, 0, 1, 1])
+    rows = len(index)
+    k_rows = k[index]
+    landmarks = skin_landmarks(rows)
+    external = torch.rand(rows, 21, 2, generator=torch.Generator().manual_seed(3)) * 80.0 + 24.0
+    masks = dict(joints_2d_external=external, external_mask=torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0]),
+                 landmarks_3d=landmarks, landmarks_3d_mask=torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0]))
+    with torch.no_grad():
+        shared = fused_model(crops, k_rows, crop_index=index, **masks)
+        repeated = fused_model(crops[index], k_rows, **masks)
+    for name in ("vertices_cam", "joints_2d_pred", "translation_virt", "hand_length_used"):
+        assert torch.allclose(getattr(shared, name), getattr(repeated, name), atol=1e-5), name
+    with pytest.raises(InputShapeError, match="crop_index"):
+        fused_model(crops, k_rows, crop_index=torch.tensor([0, 1, 2, 0, 1]))
+    with pytest.raises(InputShapeError, match="K_virt"):
+        fused_model(crops, k, crop_index=index)
+
+
 def skin_landmarks(n: int) -> torch.Tensor:
     hm = HandModel.default()
     out = hm(torch.as_tensor(sample_poses(n, np.random.default_rng(n)), dtype=torch.float32))

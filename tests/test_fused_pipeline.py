@@ -81,7 +81,7 @@ def test_hand_length_setting_reaches_the_network_and_the_result() -> None:
     result = pipeline.process(_frame())
     assert np.allclose(backend.requests[-1].hand_length_m, 0.175)
     assert len(result.hands) == 2
-    assert all(h.depth_source in ("dgp", "size") and h.hand_length_m > 0 for h in result.hands)
+    assert all(h.depth_source in ("dgp", "ensemble", "size") and h.hand_length_m > 0 for h in result.hands)
 
 
 @pytest.mark.parametrize("length", [5.0, 31.0])
@@ -96,6 +96,14 @@ def test_cli_refuses_a_hand_length_outside_the_range_before_the_run(capsys: pyte
     assert code == 2
     err = capsys.readouterr().err
     assert "--hand-length-cm" in err and "Traceback" not in err
+
+
+def test_cli_switches_the_depth_ensemble_off() -> None:
+    from app.construction import pipeline_options
+
+    parser = cli.build_parser()
+    assert pipeline_options(parser.parse_args(["record", "--source", "x.mp4"])).depth_ensemble is True
+    assert pipeline_options(parser.parse_args(["record", "--source", "x.mp4", "--no-depth-ensemble"])).depth_ensemble is False
 
 
 def test_the_depth_guard_replaces_an_impossible_depth() -> None:
@@ -139,6 +147,13 @@ def test_window_shows_the_cue_and_remembers_the_hand_length(qtbot, tmp_path: Pat
 
     first = make_window()
     assert first.cue_combo.currentText() == "fused"
+    assert first.ensemble_check.isChecked() and first.ensemble_check.isEnabled()
+    first.ensemble_check.setChecked(False)
+    assert first.current_settings().options.depth_ensemble is False
+    first.cue_combo.setCurrentText("network")
+    assert not first.ensemble_check.isEnabled()
+    first.cue_combo.setCurrentText("fused")
+    first.ensemble_check.setChecked(True)
     assert not first.hand_length_check.isChecked()
     first.hand_length_check.setChecked(True)
     first.hand_length_spin.setValue(17.0)

@@ -159,7 +159,9 @@ def test_window_on_the_real_clip(qtbot, tmp_path: Path, xvfb_display: str, real_
         qtbot.waitUntil(lambda: window.frames_displayed >= 6 and window.fps_label.text() != first_label, timeout=30000)
         assert processing_fps(window) > 0
         # the clip shows one hand in almost every frame: a displayed frame soon carries it, with the cue
-        qtbot.waitUntil(lambda: window.hands_label.text().startswith("hands: 1 | cue: fused | "), timeout=30000)
+        # and the depth ensemble (the default)
+        qtbot.waitUntil(lambda: window.hands_label.text().startswith("hands: 1 | cue: fused | depth: mean of 3 cues | "),
+                        timeout=30000)
         assert window.intrinsics_label.isVisibleTo(window)
         qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=60000)
         # Hand, grid and frustum are drawn in 3D, and the drawn hand follows the (moving) real hand.

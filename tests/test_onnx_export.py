@@ -116,6 +116,6 @@ def test_shipped_onnx_matches_torch_for_every_cue() -> None:
 
     model = load_checkpoint(SHIPPED_SAFETENSORS)
     parity = check_cue_parity(model, SHIPPED_ONNX)
-    assert set(parity) == set(cue_variants(model.config)) >= {"network", "mediapipe", "fused"}
+    assert set(parity) == {*cue_variants(model.config), "shared_crop"} >= {"network", "mediapipe", "fused", "shared_crop"}
     assert max(parity.values()) < PARITY_TOLERANCE_M
 

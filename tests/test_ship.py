@@ -10,7 +10,7 @@ import torch
 from app.doctor import check_weights
 from models.checkpoint import load_checkpoint
 from tests.test_train import _tiny_config, _write
-from training.ship import MANIFEST_FORMAT, _fused_data_recipe, ship
+from training.ship import MANIFEST_FORMAT, _fused_data_recipe, reexport_onnx, ship, update_reports
 from training.train import main as train_main
 
 
@@ -26,11 +26,27 @@ def test_ship_writes_files_the_doctor_verifies(tmp_path: Path) -> None:
     assert manifest["format"] == MANIFEST_FORMAT and manifest["notes"] == "test run"
     assert {f["path"] for f in manifest["files"]} == {"tiny.safetensors", "tiny.onnx", "tiny_synthetic.md", "tiny_synthetic.json"}
     assert manifest["training"]["step"] == 1 and manifest["metrics_synthetic_test"]["num_samples"] == 2
-    assert set(manifest["onnx_parity_max_m"]) == {"network", "mediapipe"}
+    assert set(manifest["onnx_parity_max_m"]) == {"network", "mediapipe", "shared_crop"}
     assert max(manifest["onnx_parity_max_m"].values()) < 1e-3
     shipped = load_checkpoint(tmp_path / "weights" / "tiny.safetensors")
     assert manifest["asset_sha256"] == shipped.asset_sha256 and manifest["config"]["width_mult"] == 0.25
 
+    assert check_weights(manifest_path).status == "ok"
+    report = tmp_path / "tiny_app_synth_all.md"
+    report.write_text("new figures\n")
+    update_reports((report,), tmp_path / "weights", note="the pipeline changed")
+    (tmp_path / "weights" / "tiny_synthetic.md").write_text("edited\n")
+    with pytest.raises(ValueError, match="weights file"):
+        update_reports((tmp_path / "weights" / "tiny.onnx",), tmp_path / "weights")
+    update_reports((tmp_path / "weights" / "tiny_synthetic.md",), tmp_path / "weights")
+    manifest = json.loads(manifest_path.read_text())
+    assert "tiny_app_synth_all.md" in {f["path"] for f in manifest["files"]}
+    assert [u["note"] for u in manifest["report_updates"]] == ["the pipeline changed", ""]
+    assert check_weights(manifest_path).status == "ok"
+    (tmp_path / "weights" / "tiny.onnx").write_bytes(b"an old export")
+    reexport_onnx("tiny", tmp_path / "weights", note="new graph input")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["report_updates"][-1]["files"] == ["tiny.onnx"] and max(manifest["onnx_parity_max_m"].values()) < 1e-3
     assert check_weights(manifest_path).status == "ok"
     onnx_file = tmp_path / "weights" / "tiny.onnx"
     data = onnx_file.read_bytes()

@@ -812,6 +812,8 @@ def onnx_parity_mm(onnx_path: Path, checkpoint: Path, samples: int = 4) -> float
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     feeds = {name: t.numpy().astype(np.float32) for name, t in zip(names, inputs)}
+    if "crop_index" in names:  # one row per crop
+        feeds["crop_index"] = np.arange(len(inputs[0]), dtype=np.int64)
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     return float(np.abs(outputs["joints_cam"] - ref).max() * 1e3)
 

@@ -4,6 +4,8 @@ the measured metrics).
 
     python -m training.ship --checkpoint runs/realtime_cpu/checkpoints/best.safetensors [--name realtime_slim]
     python -m training.ship --checkpoint gpu_out/paper_r18.part1of4.safetensors --name paper_r18   # bf16 parts
+    python -m training.ship --update-reports runs/x/realtime_fused_app_synth_all.md --notes why   # reports only
+    python -m training.ship --reexport-onnx --name realtime_fused --notes why   # ONNX graph only, same weights
 
 Weight parts (``training.weight_parts``, written by ``training.gpu_run`` when a file must stay under a size
 limit) are joined into one float32 checkpoint first; give any part, the others must lie beside it.
@@ -158,9 +160,72 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
     return manifest_path
 
 
+def update_reports(reports: tuple[Path, ...], out_dir: Path = WEIGHTS_DIR, note: str = "") -> Path:
+    """Replace or add evaluation reports beside shipped weights without touching the weights.
+
+    For figures that change while the network does not (e.g. a new step of the app's pipeline): each file of
+    ``reports`` is copied into ``out_dir`` and its manifest entry (size, sha256) is rewritten or added;
+    ``note`` is appended to the manifest's ``report_updates``. Returns the manifest path.
+    """
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no manifest at {manifest_path}: ship the weights first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    entries = {entry["path"]: i for i, entry in enumerate(manifest["files"])}
+    for report in reports:
+        name = Path(report).name
+        if name in entries and manifest["files"][entries[name]]["kind"] != "evaluation-report":
+            raise ValueError(f"{name} is a weights file in the manifest, not a report")
+    for report in reports:
+        target = out_dir / Path(report).name
+        if Path(report).resolve() != target.resolve():
+            target.write_bytes(Path(report).read_bytes())
+        entry = _file_entry(target, out_dir, "evaluation-report")
+        if entry["path"] in entries:
+            manifest["files"][entries[entry["path"]]] = entry
+        else:
+            manifest["files"].append(entry)
+    manifest.setdefault("report_updates", []).append({
+        "utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": [Path(r).name for r in reports], "note": note,
+    })
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest_path
+
+
+def reexport_onnx(name: str, out_dir: Path = WEIGHTS_DIR, note: str = "") -> Path:
+    """Export ``out_dir/<name>.onnx`` again from the shipped ``<name>.safetensors`` (after the ONNX graph's
+    interface changed; the weights do not), check torch/onnxruntime parity for every cue, and rewrite the
+    manifest's ONNX entry and ``onnx_parity_max_m``; ``note`` goes to ``report_updates``. Returns the manifest."""
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no manifest at {manifest_path}: ship the weights first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    model = load_checkpoint(out_dir / f"{name}.safetensors").eval()
+    onnx_path = out_dir / f"{name}.onnx"
+    with tempfile.TemporaryDirectory(prefix="handmesh-onnx-") as tmp:
+        fresh = export_onnx(model, Path(tmp) / onnx_path.name)
+        parity = check_cue_parity(model, fresh)  # raises OnnxParityError: a broken export never replaces the file
+        onnx_path.write_bytes(fresh.read_bytes())
+    entry = _file_entry(onnx_path, out_dir, "onnx")
+    manifest["files"] = [entry if f["path"] == entry["path"] else f for f in manifest["files"]]
+    manifest["onnx_parity_max_m"] = parity
+    manifest.setdefault("report_updates", []).append({
+        "utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "files": [entry["path"]], "note": note,
+    })
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest_path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="trained checkpoint (models.checkpoint format)")
+    parser.add_argument("--checkpoint", type=Path, help="trained checkpoint (models.checkpoint format)")
+    parser.add_argument("--update-reports", type=Path, nargs="+", default=None, metavar="REPORT",
+                        help="instead of shipping: replace or add these evaluation reports beside the shipped "
+                             "weights in --out-dir and update their manifest entries (--notes says why)")
+    parser.add_argument("--reexport-onnx", action="store_true",
+                        help="instead of shipping: export --name's ONNX file again from its shipped safetensors "
+                             "(parity checked) and update the manifest (--notes says why)")
     parser.add_argument("--name", default="realtime_slim", help="file stem in weights/ (default realtime_slim)")
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--eval-samples", type=int, default=1000)
@@ -168,6 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra-report", type=Path, action="append", default=[],
                         help="another evaluation file to ship and list in the manifest (repeatable)")
     args = parser.parse_args(argv)
+    if args.update_reports:
+        print(f"wrote {update_reports(tuple(args.update_reports), args.out_dir, args.notes)}")
+        return
+    if args.reexport_onnx:
+        print(f"wrote {reexport_onnx(args.name, args.out_dir, args.notes)}")
+        return
+    if args.checkpoint is None:
+        parser.error("--checkpoint is required (or --update-reports)")
     with tempfile.TemporaryDirectory(prefix="handmesh-join-") as tmp:
         checkpoint = resolve_checkpoint(args.checkpoint, Path(tmp))
         notes = args.notes if checkpoint == args.checkpoint else f"{args.notes} (joined from the weight parts {args.checkpoint})".strip()

@@ -28,7 +28,11 @@ class BackendRequest:
     network's own 2D joints; landmarks_3d ``(B,21,3)`` MediaPipe's world landmarks in the crop's frame,
     wrist-relative, metres (``models.mediapipe_frame.world_landmarks_to_virtual``) for the ``fused`` cue, or
     None; hand_length_m ``(B,)`` metres (wrist to middle fingertip) when the user knows it, or None (the
-    network's estimate is used). Models without those inputs ignore them.
+    network's estimate is used). Models without those inputs ignore them. external_rows / landmarks_rows
+    ``(B,)`` bool pick the rows that use ``joints_2d_external`` / ``landmarks_3d`` (None: every row uses
+    them when they are given), so one call can run several cues. crop_index ``(R,)`` int: row r reads crop
+    ``crop_index[r]`` (the encoder runs once per crop); then crops_rgb has B <= R crops and every other
+    array R rows. None: one row per crop.
     """
 
     crops_rgb: np.ndarray
@@ -37,18 +41,31 @@ class BackendRequest:
     joints_2d_external: np.ndarray | None = None
     landmarks_3d: np.ndarray | None = None
     hand_length_m: np.ndarray | None = None
+    external_rows: np.ndarray | None = None
+    landmarks_rows: np.ndarray | None = None
+    crop_index: np.ndarray | None = None
 
     @property
     def batch_size(self) -> int:
-        return int(self.crops_rgb.shape[0])
+        """R, the number of rows (results)."""
+        return int(self.crops_rgb.shape[0] if self.crop_index is None else np.asarray(self.crop_index).shape[0])
+
+    def crops_per_row(self) -> np.ndarray:
+        """``(R,S,S,3)`` the crop of every row (crops repeated for backends that cannot share them)."""
+        return self.crops_rgb if self.crop_index is None else self.crops_rgb[np.asarray(self.crop_index)]
 
     def validate(self, crop_size: int) -> None:
         """Raise :class:`InputShapeError` with an actionable message when shapes or dtypes are wrong."""
-        b = self.crops_rgb.shape[0] if self.crops_rgb.ndim == 4 else -1
-        if self.crops_rgb.shape != (b, crop_size, crop_size, 3) or self.crops_rgb.dtype != np.uint8:
+        crops = self.crops_rgb.shape[0] if self.crops_rgb.ndim == 4 else -1
+        if self.crops_rgb.shape != (crops, crop_size, crop_size, 3) or self.crops_rgb.dtype != np.uint8:
             raise InputShapeError(
                 f"crops_rgb must be (B, {crop_size}, {crop_size}, 3) uint8 RGB, got {self.crops_rgb.shape} {self.crops_rgb.dtype}"
             )
+        if self.crop_index is not None:
+            index = np.asarray(self.crop_index)
+            if index.ndim != 1 or index.dtype.kind not in "iu" or (index.size and (index.min() < 0 or index.max() >= crops)):
+                raise InputShapeError(f"crop_index must be (R,) integers in [0, {crops}), got {index.shape} {index.dtype}")
+        b = self.batch_size
         if self.K_virt.shape != (b, 3, 3) or self.virt_to_cam.shape != (b, 3, 3):
             raise InputShapeError(f"K_virt and virt_to_cam must be ({b}, 3, 3), got {self.K_virt.shape}, {self.virt_to_cam.shape}")
         if self.joints_2d_external is not None and self.joints_2d_external.shape != (b, NUM_JOINTS, 2):
@@ -57,6 +74,16 @@ class BackendRequest:
             raise InputShapeError(f"landmarks_3d must be ({b}, 21, 3) metres, got {self.landmarks_3d.shape}")
         if self.hand_length_m is not None and self.hand_length_m.shape != (b,):
             raise InputShapeError(f"hand_length_m must be ({b},) metres, got {self.hand_length_m.shape}")
+        for name, given in (("external_rows", self.joints_2d_external), ("landmarks_rows", self.landmarks_3d)):
+            rows = getattr(self, name)
+            if rows is not None and (given is None or np.asarray(rows).shape != (b,)):
+                raise InputShapeError(f"{name} must be ({b},) bool and needs its input, got {np.asarray(rows).shape}")
+
+    def row_mask(self, rows: np.ndarray | None, given: bool) -> np.ndarray:
+        """``(B,)`` float32 1/0: which rows use an input (``rows`` as the fields above)."""
+        if not given:
+            return np.zeros((self.batch_size,), np.float32)
+        return np.ones((self.batch_size,), np.float32) if rows is None else np.asarray(rows, bool).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,10 @@ class BackendResult:
         }
         arrays = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
         return BackendResult(**arrays, dgp_degenerate=np.zeros((0,), bool))
+
+    def take(self, rows: slice | np.ndarray) -> BackendResult:
+        """The result of the rows ``rows`` (a slice or an index/bool array over B)."""
+        return BackendResult(**{f.name: np.asarray(getattr(self, f.name))[rows] for f in fields(BackendResult)})
 
     @staticmethod
     def from_arrays(arrays: dict[str, np.ndarray]) -> BackendResult:

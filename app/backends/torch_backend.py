@@ -49,8 +49,14 @@ class TorchBackend:
                 landmarks = torch.as_tensor(request.landmarks_3d, dtype=torch.float32, device=device)
             if request.hand_length_m is not None:
                 hand_length = torch.as_tensor(request.hand_length_m, dtype=torch.float32, device=device)
-            out = self.model(crops, k_virt, joints_2d_external=external, virt_to_cam=virt_to_cam,
-                             landmarks_3d=landmarks, hand_length_given=hand_length)
+            external_mask = torch.from_numpy(request.row_mask(request.external_rows, external is not None)).to(device)
+            landmarks_mask = torch.from_numpy(request.row_mask(request.landmarks_rows, landmarks is not None)).to(device)
+            crop_index = None
+            if request.crop_index is not None:
+                crop_index = torch.as_tensor(np.asarray(request.crop_index, np.int64), device=device)
+            out = self.model(crops, k_virt, joints_2d_external=external, external_mask=external_mask,
+                             virt_to_cam=virt_to_cam, landmarks_3d=landmarks, landmarks_3d_mask=landmarks_mask,
+                             hand_length_given=hand_length, crop_index=crop_index)
             arrays = {name: getattr(out, name).cpu().numpy() for name in RESULT_FIELDS}
             arrays["hand_length"] = out.hand_length_used.cpu().numpy()
         return BackendResult.from_arrays(arrays)
