@@ -7,8 +7,8 @@ hand: ``fused`` (MediaPipe's 2D and 3D landmarks), ``mediapipe`` (2D only) and `
 Their shapes come from different inputs, and so do their depth errors: on the 358 cached synthetic test
 crops the three wrist-depth errors correlate only 0.46-0.73 with each other, and on the 695 hands of the
 synthetic test frames through the app's own path (``python -m app.evaluate_app synth --cue all``, shipped
-weights) their mean takes the fused mesh's camera-space MPJPE from 77.2 to 68.5 mm with the hand size
-unknown and from 61.8 to 51.4 mm with the true size given; each cue alone gives 70.8-72.1 (53.8-54.8).
+weights) their mean takes the fused mesh's camera-space MPJPE from 75.2 to 68.0 mm with the hand size
+unknown and from 60.8 to 51.1 mm with the true size given; each cue alone gives 70.6-70.7 (53.4-53.5).
 
 The fused mesh keeps its own shape; only where it sits changes:
 
