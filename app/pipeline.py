@@ -419,16 +419,19 @@ def infer_with_depth_ensemble(backend: MeshBackend, request: BackendRequest) -> 
     """The fused cue's result with the depth ensemble of ``models.depth_ensemble``.
 
     One backend call of ``3 B`` rows reading the ``B`` crops (``crop_index``: the encoder runs once per
-    crop): every hand with the fused cue, with MediaPipe's 2D landmarks only and image-only (per-row masks). The fused rows are returned, placed at the mean of the three wrist depths
-    (members whose output is broken, see ``implausible_hands``, do not vote): rescaled about the camera
-    when the hand size is unknown, moved to that depth at the given size otherwise. ``request`` must carry
-    both ``joints_2d_external`` and ``landmarks_3d``.
+    crop): every hand with the fused cue, with MediaPipe's 2D landmarks only and image-only (per-row
+    masks). The fused rows are returned, placed at the mean of the three wrist depths (members whose
+    output is broken, see ``implausible_hands``, do not vote): rescaled about the camera when the hand
+    size is unknown, moved to that depth at the given size otherwise. ``request`` must have one row per
+    crop and carry both ``joints_2d_external`` and ``landmarks_3d``.
     """
-    if request.joints_2d_external is None or request.landmarks_3d is None:
-        raise ValueError("the depth ensemble needs the fused cue's inputs (MediaPipe 2D and 3D landmarks)")
+    if request.joints_2d_external is None or request.landmarks_3d is None or request.crop_index is not None:
+        raise ValueError("the depth ensemble needs one row per crop with the fused cue's inputs "
+                         "(MediaPipe 2D and 3D landmarks)")
     b = request.batch_size
     if b == 0:
         return backend.infer(request)
+
     def tile3(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else np.concatenate([a, a, a], axis=0)
 
