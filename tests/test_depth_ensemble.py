@@ -233,3 +233,16 @@ def test_the_pipeline_runs_the_ensemble_in_one_call_and_can_switch_it_off(shippe
     assert (with_.depth_source, without.depth_source) == ("ensemble", "dgp")
     np.testing.assert_allclose(with_.joints_img, without.joints_img, atol=0.05)  # the overlay is the same
     assert with_.depth_m != pytest.approx(without.depth_m, rel=1e-4)
+
+
+def test_the_ensemble_needs_the_fused_inputs_and_one_row_per_crop() -> None:
+    base = _fused_request(2)
+
+    class NeverCalled:
+        def infer(self, request: BackendRequest) -> BackendResult:
+            raise AssertionError("the backend must not run")
+
+    for bad in (replace(base, landmarks_3d=None), replace(base, joints_2d_external=None),
+                replace(base, crop_index=np.array([0, 1]))):
+        with pytest.raises(ValueError, match="depth ensemble"):
+            infer_with_depth_ensemble(NeverCalled(), bad)  # type: ignore[arg-type]
