@@ -27,17 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.depth_guard import MIN_DEPTH_M
 from models.m3dhmr import MAX_HAND_LENGTH_M, MIN_HAND_LENGTH_M
-
-MIN_DEPTH_M: float = 0.08
-"""A member depth nearer than this is not a hand in view (see ``models.depth_guard``); it does not vote."""
 
 
 def mean_depth(depths: np.ndarray) -> np.ndarray:
     """``(B,)`` the mean of each row's plausible member depths.
 
     depths ``(B, K)`` metres, column 0 the primary run (the fused cue). Members that are not finite or
-    nearer than :data:`MIN_DEPTH_M` are left out; a row without any plausible member keeps column 0.
+    nearer than ``models.depth_guard.MIN_DEPTH_M`` (no hand in view is that near) are left out; a row without any plausible member keeps column 0.
     """
     d = np.asarray(depths, np.float64)
     if d.ndim != 2 or d.shape[1] < 1:

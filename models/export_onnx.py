@@ -202,9 +202,9 @@ def check_cue_parity(model: M3DHMR, path: Path | str, batch: int = 3) -> dict[st
     base["joints_2d_external"] = hand_like_joints(batch, model.crop_size)
     variants = cue_variants(model.config)
     shared = dict(base, crops=base["crops"][:1], crop_index=torch.zeros(batch, dtype=torch.int64))
-    names = [name for masks in variants.values() for name in masks]
-    for name in dict.fromkeys(names):
-        shared[name] = torch.tensor([list(variants.values())[r % len(variants)].get(name, 0.0) for r in range(batch)])
+    row_masks = [list(variants.values())[r % len(variants)] for r in range(batch)]
+    for name in dict.fromkeys(name for masks in variants.values() for name in masks):
+        shared[name] = torch.tensor([masks.get(name, 0.0) for masks in row_masks])
     report: dict[str, float] = {}
     for variant, masks in [*variants.items(), ("shared_crop", {})]:
         inputs = dict(base) if masks else shared

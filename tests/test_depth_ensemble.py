@@ -14,12 +14,12 @@ from app.pipeline import HandPipeline, PipelineOptions, infer_with_depth_ensembl
 from app.smoothing import SmoothingParams
 from app.sources import Frame
 from models.depth_ensemble import (
-    MIN_DEPTH_M,
     mean_depth,
     place_with_ensemble,
     rescale_about_camera,
     translation_at_depth,
 )
+from models.depth_guard import MIN_DEPTH_M
 from models.errors import InputShapeError
 from models.m3dhmr import MAX_HAND_LENGTH_M
 from models.mediapipe_frame import hand_length

@@ -125,12 +125,7 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
                              "--out", str(out_dir), "--name", f"{name}_synthetic"])
     report_md = out_dir / f"{name}_synthetic.md"
     report_json = out_dir / f"{name}_synthetic.json"
-    copied = []
-    for report in extra_reports:
-        target = out_dir / Path(report).name
-        if Path(report).resolve() != target.resolve():
-            target.write_bytes(Path(report).read_bytes())
-        copied.append(target)
+    copied = [_copy_into(Path(report), out_dir) for report in extra_reports]
     run_dir = checkpoint.parent.parent
     source = checkpoint.resolve()
     manifest = {
@@ -160,6 +155,30 @@ def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples:
     return manifest_path
 
 
+def _copy_into(report: Path, out_dir: Path) -> Path:
+    """``out_dir/<report's name>``, copied there unless ``report`` already is that file."""
+    target = out_dir / report.name
+    if report.resolve() != target.resolve():
+        target.write_bytes(report.read_bytes())
+    return target
+
+
+def _load_manifest(out_dir: Path) -> tuple[Path, dict[str, Any]]:
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no manifest at {manifest_path}: ship the weights first")
+    return manifest_path, json.loads(manifest_path.read_text(encoding="utf-8"))
+
+
+def _save_with_update(manifest_path: Path, manifest: dict[str, Any], files: list[str], note: str) -> Path:
+    """Write ``manifest`` with one more ``report_updates`` entry (time, the files replaced, ``note``)."""
+    manifest.setdefault("report_updates", []).append({
+        "utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "files": files, "note": note,
+    })
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest_path
+
+
 def update_reports(reports: tuple[Path, ...], out_dir: Path = WEIGHTS_DIR, note: str = "") -> Path:
     """Replace or add evaluation reports beside shipped weights without touching the weights.
 
@@ -167,40 +186,26 @@ def update_reports(reports: tuple[Path, ...], out_dir: Path = WEIGHTS_DIR, note:
     ``reports`` is copied into ``out_dir`` and its manifest entry (size, sha256) is rewritten or added;
     ``note`` is appended to the manifest's ``report_updates``. Returns the manifest path.
     """
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no manifest at {manifest_path}: ship the weights first")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest_path, manifest = _load_manifest(out_dir)
     entries = {entry["path"]: i for i, entry in enumerate(manifest["files"])}
     for report in reports:
         name = Path(report).name
         if name in entries and manifest["files"][entries[name]]["kind"] != "evaluation-report":
             raise ValueError(f"{name} is a weights file in the manifest, not a report")
     for report in reports:
-        target = out_dir / Path(report).name
-        if Path(report).resolve() != target.resolve():
-            target.write_bytes(Path(report).read_bytes())
-        entry = _file_entry(target, out_dir, "evaluation-report")
+        entry = _file_entry(_copy_into(Path(report), out_dir), out_dir, "evaluation-report")
         if entry["path"] in entries:
             manifest["files"][entries[entry["path"]]] = entry
         else:
             manifest["files"].append(entry)
-    manifest.setdefault("report_updates", []).append({
-        "utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "files": [Path(r).name for r in reports], "note": note,
-    })
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest_path
+    return _save_with_update(manifest_path, manifest, [Path(r).name for r in reports], note)
 
 
 def reexport_onnx(name: str, out_dir: Path = WEIGHTS_DIR, note: str = "") -> Path:
     """Export ``out_dir/<name>.onnx`` again from the shipped ``<name>.safetensors`` (after the ONNX graph's
     interface changed; the weights do not), check torch/onnxruntime parity for every cue, and rewrite the
     manifest's ONNX entry and ``onnx_parity_max_m``; ``note`` goes to ``report_updates``. Returns the manifest."""
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no manifest at {manifest_path}: ship the weights first")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest_path, manifest = _load_manifest(out_dir)
     model = load_checkpoint(out_dir / f"{name}.safetensors").eval()
     onnx_path = out_dir / f"{name}.onnx"
     with tempfile.TemporaryDirectory(prefix="handmesh-onnx-") as tmp:
@@ -210,11 +215,7 @@ def reexport_onnx(name: str, out_dir: Path = WEIGHTS_DIR, note: str = "") -> Pat
     entry = _file_entry(onnx_path, out_dir, "onnx")
     manifest["files"] = [entry if f["path"] == entry["path"] else f for f in manifest["files"]]
     manifest["onnx_parity_max_m"] = parity
-    manifest.setdefault("report_updates", []).append({
-        "utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "files": [entry["path"]], "note": note,
-    })
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest_path
+    return _save_with_update(manifest_path, manifest, [entry["path"]], note)
 
 
 def main(argv: list[str] | None = None) -> None:
