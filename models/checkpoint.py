@@ -6,6 +6,8 @@ Loading is strict: every parameter/buffer name must match (missing or unexpected
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,9 +91,20 @@ def load_state_strict(model: M3DHMR, path: Path | str) -> None:
         raise CheckpointError(f"checkpoint {path} has tensors of the wrong shape: {error}") from error
 
 
-def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | torch.device = "cpu") -> M3DHMR:
-    """Build the model from the checkpoint's own config and the asset (default ``load_hand_asset()``), load strictly."""
+def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | torch.device = "cpu", *,
+                    surface_smoothing: int | None = None) -> M3DHMR:
+    """Build the model from the checkpoint's own config and the asset (default ``load_hand_asset()``), load strictly.
+
+    ``surface_smoothing`` replaces the config's Taubin iterations (a fixed layer without parameters, so any
+    value loads the same tensors); None keeps the checkpoint's own.
+    """
     metadata = read_checkpoint_metadata(path)
-    model = M3DHMR.from_config(metadata.config, asset)
+    config = metadata.config
+    if surface_smoothing is not None:
+        try:
+            config = dataclasses.replace(config, surface_smoothing=int(surface_smoothing))
+        except ValueError as error:
+            raise CheckpointError(f"checkpoint {path}: cannot smooth its meshes: {error}") from error
+    model = M3DHMR.from_config(config, asset)
     load_state_strict(model, path)
     return model.to(device).eval()

@@ -2,7 +2,9 @@
 
 crop (B,3,S,S) RGB [0,1] --StackedResNetEncoder--> stride-4 features + heatmaps --soft-argmax--> 2D joints
   -> features sampled at the 2D joints used (predicted, or external e.g. MediaPipe, eq. 1)
-  -> MeshDecoder (lifting eq. 2, DSC layers eqs. 3-6, ROI layer) -> vertices, joints = J_reg @ vertices
+  -> MeshDecoder (lifting eq. 2, DSC layers eqs. 3-6, ROI layer) -> vertices
+     (fused cue: + the template posed from the landmarks, then optional Taubin smoothing)
+  -> joints = J_reg @ vertices
   -> wrist-relative vertices/joints in the virtual camera (metres)
   -> DGP weight head + closed-form DGP solve with K_virt -> translation in the virtual camera
   -> camera space through ``virt_to_cam`` (rotation back and un-mirroring for left hands).
@@ -24,6 +26,7 @@ from models.errors import InputShapeError
 from models.joint_head import DGPWeightHead, sample_features_at_points, soft_argmax_2d
 from models.landmark_skinning import LandmarkSkinning
 from models.mediapipe_frame import hand_length
+from models.surface_smoothing import TaubinSmoothing
 from models.topology import DecoderTopology
 
 HEATMAP_STRIDE: int = 4
@@ -96,6 +99,7 @@ class M3DHMR(nn.Module):
         landmark_skin: bool = False,
         predict_scale: bool = False,
         skin_weights: Tensor | None = None,
+        surface_smoothing: int = 0,
     ) -> None:
         super().__init__()
         self.crop_size = crop_size
@@ -133,6 +137,12 @@ class M3DHMR(nn.Module):
             self.skinning = LandmarkSkinning(
                 template_vertices=topology.template_vertices, template_joints=template_joints, skin_weights=skin_weights
             )
+        self.smoothing: TaubinSmoothing | None = None
+        if surface_smoothing:
+            if not fused_cue:
+                raise ValueError("surface_smoothing needs fused_cue (only samples with landmarks are smoothed)")
+            self.smoothing = TaubinSmoothing(faces=topology.faces, num_vertices=topology.num_vertices,
+                                             iterations=surface_smoothing)
         self.scale_head: nn.Module | None = None
         if predict_scale:
             self.scale_head = nn.Sequential(nn.Linear(joint_feature_channels + 2, dgp_hidden), nn.ReLU(inplace=True),
@@ -163,6 +173,7 @@ class M3DHMR(nn.Module):
             fused_cue=config.fused_cue,
             landmark_skin=config.landmark_skin,
             predict_scale=config.predict_scale,
+            surface_smoothing=config.surface_smoothing,
             skin_weights=torch.as_tensor(np.asarray(asset.skin_weights), dtype=torch.float32) if config.landmark_skin else None,
         )
         model.config = config
@@ -250,6 +261,9 @@ class M3DHMR(nn.Module):
             template_joints = self.skinning.template_joints.to(dtype).unsqueeze(0)
             skinned = self.skinning(lm_mask * lm_unit + (1.0 - lm_mask) * template_joints)
             vertices = vertices + lm_mask * (skinned - self.skinning.template_vertices.to(dtype))
+        if self.smoothing is not None:
+            assert lm_mask is not None  # surface_smoothing implies fused_cue
+            vertices = vertices + lm_mask * (self.smoothing(vertices) - vertices)
         regressor = self.joint_regressor.to(vertices.dtype)
         joints = torch.einsum("jv,bvc->bjc", regressor, vertices)
         root = joints[:, :1]

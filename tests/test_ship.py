@@ -9,6 +9,7 @@ import torch
 
 from app.doctor import check_weights
 from models.checkpoint import load_checkpoint
+from models.errors import CheckpointError
 from tests.test_train import _tiny_config, _write
 from training.ship import MANIFEST_FORMAT, _fused_data_recipe, reexport_onnx, ship, update_reports
 from training.train import main as train_main
@@ -53,6 +54,9 @@ def test_ship_writes_files_the_doctor_verifies(tmp_path: Path) -> None:
     onnx_file.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     failed = check_weights(manifest_path)
     assert failed.status == "fail" and "tiny.onnx sha256 mismatch" in failed.detail
+    with pytest.raises(CheckpointError, match="smooth"):  # image-only networks have no fused meshes to smooth
+        ship(checkpoint, "smoothed", out_dir=tmp_path / "weights", eval_samples=2, surface_smoothing=2)
+    assert not (tmp_path / "weights" / "smoothed.safetensors").exists()
 
 
 def test_the_data_recipe_lists_the_label_free_terms_and_hand_priors_used() -> None:

@@ -4,6 +4,7 @@ the measured metrics).
 
     python -m training.ship --checkpoint runs/realtime_cpu/checkpoints/best.safetensors [--name realtime_slim]
     python -m training.ship --checkpoint gpu_out/paper_r18.part1of4.safetensors --name paper_r18   # bf16 parts
+    python -m training.ship --checkpoint CKPT --name realtime_fused --surface-smoothing 6   # fused meshes smoothed
     python -m training.ship --update-reports runs/x/realtime_fused_app_synth_all.md --notes why   # reports only
     python -m training.ship --reexport-onnx --name realtime_fused --notes why   # ONNX graph only, same weights
 
@@ -108,13 +109,14 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
 
 
 def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples: int = 1000, notes: str = "",
-         extra_reports: tuple[Path, ...] = ()) -> Path:
+         extra_reports: tuple[Path, ...] = (), surface_smoothing: int | None = None) -> Path:
     """Write ``out_dir/<name>.{safetensors,onnx}``, the evaluation report and the manifest; return the manifest path.
 
     ``extra_reports``: further evaluation files (e.g. ``app.evaluate_app`` JSON/markdown) copied beside the
-    weights and listed in the manifest."""
+    weights and listed in the manifest. ``surface_smoothing``: Taubin iterations written into the shipped
+    config (``models.surface_smoothing``; None keeps the checkpoint's)."""
     meta = read_checkpoint_metadata(checkpoint)
-    model = load_checkpoint(checkpoint).eval()
+    model = load_checkpoint(checkpoint, surface_smoothing=surface_smoothing).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / f"{name}.safetensors"
     onnx_path = out_dir / f"{name}.onnx"
@@ -231,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--eval-samples", type=int, default=1000)
     parser.add_argument("--notes", default="", help="free text stored in the manifest (e.g. the generator commit)")
+    parser.add_argument("--surface-smoothing", type=int, default=None, metavar="N",
+                        help="Taubin iterations on fused meshes written into the shipped config (a fixed layer "
+                             "without weights; default: the checkpoint's own)")
     parser.add_argument("--extra-report", type=Path, action="append", default=[],
                         help="another evaluation file to ship and list in the manifest (repeatable)")
     args = parser.parse_args(argv)
@@ -245,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="handmesh-join-") as tmp:
         checkpoint = resolve_checkpoint(args.checkpoint, Path(tmp))
         notes = args.notes if checkpoint == args.checkpoint else f"{args.notes} (joined from the weight parts {args.checkpoint})".strip()
-        manifest = ship(checkpoint, args.name, args.out_dir, args.eval_samples, notes, tuple(args.extra_report))
+        manifest = ship(checkpoint, args.name, args.out_dir, args.eval_samples, notes, tuple(args.extra_report),
+                        args.surface_smoothing)
     print(f"wrote {manifest}")
 
 
