@@ -15,6 +15,7 @@ from app.backends.torch_backend import TorchBackend
 from models.config import config_from_json
 from models.errors import AssetHashMismatchError, CheckpointError
 from models.export_onnx import (
+    CROP_INDEX_INPUT,
     ONNX_FORMAT,
     OUTPUT_NAMES,
     PARITY_TOLERANCE_M,
@@ -119,3 +120,32 @@ def test_shipped_onnx_matches_torch_for_every_cue() -> None:
     assert set(parity) == {*cue_variants(model.config), "shared_crop"} >= {"network", "mediapipe", "fused", "shared_crop"}
     assert max(parity.values()) < PARITY_TOLERANCE_M
 
+
+
+def test_files_exported_before_crop_index_still_share_crops(exported: tuple[M3DHMR, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file without the ``crop_index`` input (as exported before it existed) still serves requests whose
+    rows share crops: the backend repeats the crops per row, and the results equal the current export's."""
+    import models.export_onnx as export_module
+
+    model, path = exported
+    current_names, current_examples = export_module.input_names_for, export_module.example_inputs
+    monkeypatch.setattr(export_module, "input_names_for",
+                        lambda config: tuple(n for n in current_names(config) if n != CROP_INDEX_INPUT))
+    monkeypatch.setattr(export_module, "example_inputs",
+                        lambda batch, size, config=None, crops=None: current_examples(batch, size, config)[:-1])
+    legacy_path = export_onnx(model, tmp_path / "legacy.onnx")
+    monkeypatch.undo()
+    asset = make_icosphere_asset()
+    legacy = OnnxBackend(legacy_path, asset=asset, providers=["CPUExecutionProvider"])
+    current = OnnxBackend(path, asset=asset, providers=["CPUExecutionProvider"])
+    assert not legacy.shares_crops and current.shares_crops
+    rows = make_request(5, external=True)
+    shared = dataclasses.replace(rows, crops_rgb=rows.crops_rgb[:2], crop_index=np.array([0, 1, 0, 1, 1]))
+    theirs, ours = legacy.infer(shared), current.infer(shared)
+    for name in METRIC:
+        np.testing.assert_allclose(getattr(theirs, name), getattr(ours, name), atol=1e-5, rtol=0, err_msg=name)
+    np.testing.assert_allclose(theirs.joints_2d_pred, ours.joints_2d_pred, atol=1e-3)
+    pred = theirs.joints_2d_pred  # rows 0 and 2 read crop 0, row 1 crop 1
+    np.testing.assert_allclose(pred[0], pred[2], atol=1e-4)
+    assert np.abs(pred[0] - pred[1]).max() > 0.01  # untrained: small, yet 100x the same-crop tolerance
