@@ -7,7 +7,6 @@ Loading is strict: every parameter/buffer name must match (missing or unexpected
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

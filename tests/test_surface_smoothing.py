@@ -11,7 +11,7 @@ import torch
 from models.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from models.config import get_preset
 from models.errors import CheckpointError, TopologyError
-from models.hand.asset import load_hand_asset
+from models.hand.asset import HandAsset, load_hand_asset
 from models.hand.mesh_topology import signed_volume
 from models.m3dhmr import M3DHMR
 from models.mediapipe_frame import hand_length
@@ -39,11 +39,11 @@ def test_neighbour_table_rejects_bad_faces(faces: np.ndarray, count: int) -> Non
 
 
 @pytest.fixture(scope="module")
-def asset():  # noqa: ANN201 - the HandAsset dataclass
+def asset() -> HandAsset:
     return load_hand_asset()
 
 
-def test_zero_iterations_change_nothing_and_negative_ones_are_refused(asset) -> None:  # noqa: ANN001
+def test_zero_iterations_change_nothing_and_negative_ones_are_refused(asset: HandAsset) -> None:
     template = torch.as_tensor(np.asarray(asset.template_vertices), dtype=torch.float32)[None]
     smooth = TaubinSmoothing(faces=asset.faces, num_vertices=template.shape[1], iterations=0)
     assert torch.equal(smooth(template), template)
@@ -51,7 +51,7 @@ def test_zero_iterations_change_nothing_and_negative_ones_are_refused(asset) -> 
         TaubinSmoothing(faces=asset.faces, num_vertices=template.shape[1], iterations=-1)
 
 
-def test_smoothing_removes_folds_keeps_the_hand_and_commutes_with_rigid_motion(asset) -> None:  # noqa: ANN001
+def test_smoothing_removes_folds_keeps_the_hand_and_commutes_with_rigid_motion(asset: HandAsset) -> None:
     """A template with 2 mm of vertex noise bends far more than the clean one; six iterations bring the bend
     back near the clean template's, move the surface toward it, keep its volume within 5 % and commute
     with rotation and translation (a fixed linear operator whose rows sum to one)."""
