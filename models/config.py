@@ -40,6 +40,8 @@ class M3DHMRConfig:
     gated skip to the decoder output (needs ``fused_cue``).
     ``predict_scale``: the mesh is predicted at a canonical size and scaled to a predicted (or given)
     hand length, as ScaleHP predicts the hand's metric scale before the DGP solve.
+    ``landmark_skin_chain``: the skip re-places the landmarks along each finger at the template's bone
+    lengths before posing (``models.landmark_skinning.LandmarkSkinning.chain``; needs ``landmark_skin``).
     ``surface_smoothing``: Taubin iterations (``models.surface_smoothing``) on the mesh of every sample
     that has the fused landmarks (0: none; samples without landmarks are never smoothed).
     """
@@ -60,6 +62,7 @@ class M3DHMRConfig:
     landmark_skin: bool = False
     predict_scale: bool = False
     surface_smoothing: int = 0
+    landmark_skin_chain: bool = False
 
     def __post_init__(self) -> None:
         if self.decoder_type not in DECODER_TYPES:
@@ -72,6 +75,8 @@ class M3DHMRConfig:
             raise ValueError("encoder_blocks needs 4 entries (BasicBlocks per ResNet stage)")
         if self.landmark_skin and not self.fused_cue:
             raise ValueError("landmark_skin needs fused_cue (the skip is posed from the fused 3D landmarks)")
+        if self.landmark_skin_chain and not self.landmark_skin:
+            raise ValueError("landmark_skin_chain needs landmark_skin (it changes how the skip is posed)")
         if self.surface_smoothing < 0 or (self.surface_smoothing and not self.fused_cue):
             raise ValueError("surface_smoothing must be >= 0 and needs fused_cue (only fused samples are smoothed)")
 
@@ -109,7 +114,7 @@ PRESETS: dict[str, M3DHMRConfig] = {
 }
 PRESETS["realtime_fused"] = dataclasses.replace(
     PRESETS["realtime_slim"], name="realtime_fused", fused_cue=True, landmark_skin=True, predict_scale=True,
-    surface_smoothing=6,
+    surface_smoothing=6, landmark_skin_chain=True,
 )
 """``surface_smoothing=6``: the iterations at which the shipped fused meshes bend as much per edge as the
 true meshes on 324 validation frames (seed 777: 16.9 vs 16.8 degrees, 21.7 unsmoothed)."""

@@ -100,6 +100,7 @@ class M3DHMR(nn.Module):
         predict_scale: bool = False,
         skin_weights: Tensor | None = None,
         surface_smoothing: int = 0,
+        landmark_skin_chain: bool = False,
     ) -> None:
         super().__init__()
         self.crop_size = crop_size
@@ -135,7 +136,8 @@ class M3DHMR(nn.Module):
             if skin_weights is None:
                 raise ValueError("landmark_skin needs the asset's skin weights")
             self.skinning = LandmarkSkinning(
-                template_vertices=topology.template_vertices, template_joints=template_joints, skin_weights=skin_weights
+                template_vertices=topology.template_vertices, template_joints=template_joints, skin_weights=skin_weights,
+                chain=landmark_skin_chain,
             )
         self.smoothing: TaubinSmoothing | None = None
         if surface_smoothing:
@@ -174,6 +176,7 @@ class M3DHMR(nn.Module):
             landmark_skin=config.landmark_skin,
             predict_scale=config.predict_scale,
             surface_smoothing=config.surface_smoothing,
+            landmark_skin_chain=config.landmark_skin_chain,
             skin_weights=torch.as_tensor(np.asarray(asset.skin_weights), dtype=torch.float32) if config.landmark_skin else None,
         )
         model.config = config

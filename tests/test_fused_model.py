@@ -12,7 +12,8 @@ from models.depth_guard import MIN_DEPTH_M, guard_translation
 from models.hand import HandModel
 from models.hand.asset import load_hand_asset
 from models.hand.poses import sample_poses
-from models.landmark_skinning import LandmarkSkinning
+from models.landmark_skinning import FINGER_CHAINS, LandmarkSkinning
+from models.mesh_surface import mean_bend_deg
 from models.m3dhmr import M3DHMR
 from models.mediapipe_frame import hand_length, world_landmarks_to_virtual
 from models.rectify import rectification_from_box
@@ -65,6 +66,54 @@ def test_skinning_follows_posed_and_rotated_hands(skinning: LandmarkSkinning) ->
 
 def test_skinning_is_finite_for_all_zero_landmarks(skinning: LandmarkSkinning) -> None:
     assert torch.isfinite(skinning(torch.zeros(2, 21, 3))).all()
+    chained = LandmarkSkinning(template_vertices=skinning.template_vertices, template_joints=skinning.template_joints,
+                               skin_weights=skinning.skin_weights, chain=True)
+    assert torch.isfinite(chained(torch.zeros(2, 21, 3))).all()
+
+
+def _short_proximal_phalanges(skinning: LandmarkSkinning) -> torch.Tensor:
+    """Posed hands whose landmarks have MediaPipe-like proportions: every finger's base joint moved 30 % of
+    the way towards the next joint (proximal phalanges 0.7 times the template's, the rest unchanged)."""
+    model = HandModel.default()
+    out = model(torch.as_tensor(sample_poses(8, np.random.default_rng(11)), dtype=torch.float32))
+    joints = out.joints - out.joints[:, :1]
+    for chain in FINGER_CHAINS:
+        joints[:, chain[0]] = joints[:, chain[0]] + 0.3 * (joints[:, chain[1]] - joints[:, chain[0]])
+    return joints
+
+
+def test_chain_puts_the_template_bone_lengths_along_the_landmark_bones(skinning: LandmarkSkinning) -> None:
+    landmarks = _short_proximal_phalanges(skinning)
+    chained = skinning.chain(landmarks)
+    template = skinning.template_joints
+    assert torch.equal(chained[:, 0], landmarks[:, 0])
+    for chain in FINGER_CHAINS:
+        assert torch.equal(chained[:, chain[0]], landmarks[:, chain[0]])
+        for pivot, child in zip(chain[:-1], chain[1:]):
+            bone = chained[:, child] - chained[:, pivot]
+            given = landmarks[:, child] - landmarks[:, pivot]
+            torch.testing.assert_close(bone.norm(dim=-1), (template[child] - template[pivot]).norm().expand(8),
+                                       atol=1e-6, rtol=0)
+            torch.testing.assert_close(bone / bone.norm(dim=-1, keepdim=True),
+                                       given / given.norm(dim=-1, keepdim=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(skinning.chain(template[None]), template[None], atol=1e-6, rtol=0)
+
+
+def test_chained_skin_of_short_phalanges_has_no_knuckle_overshoot(skinning: LandmarkSkinning) -> None:
+    """With proximal phalanges shorter than the template's, the plain skin's rigid proximal segments poke
+    past the next pivot (a sharper, more folded surface); the chained skin's joints sit where its own
+    pivots are and its surface bends less."""
+    landmarks = _short_proximal_phalanges(skinning)
+    chained_skin = LandmarkSkinning(template_vertices=skinning.template_vertices,
+                                    template_joints=skinning.template_joints,
+                                    skin_weights=skinning.skin_weights, chain=True)
+    regressor = torch.as_tensor(load_hand_asset().joint_regressor)
+    faces = load_hand_asset().faces
+    plain, chained = skinning(landmarks), chained_skin(landmarks)
+    plain_gap = (torch.einsum("jv,bvc->bjc", regressor, plain) - landmarks).norm(dim=-1).mean()
+    chained_gap = (torch.einsum("jv,bvc->bjc", regressor, chained) - skinning.chain(landmarks)).norm(dim=-1).mean()
+    assert float(chained_gap) < 0.5 * float(plain_gap)
+    assert mean_bend_deg(chained, faces).mean() < mean_bend_deg(plain, faces).mean()
 
 
 def test_world_landmarks_to_virtual_is_wrist_relative_and_mirrors_left_hands() -> None:

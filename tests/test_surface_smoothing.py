@@ -104,9 +104,11 @@ def test_the_model_smooths_only_rows_with_landmarks() -> None:
     assert torch.allclose(b.vertices_unit[:1], expected, atol=1e-5)
 
 
-def test_smoothing_needs_the_fused_cue() -> None:
+def test_smoothing_and_the_skin_chain_need_the_fused_skip() -> None:
     with pytest.raises(ValueError):
         replace(get_preset("realtime_slim"), surface_smoothing=2)
+    with pytest.raises(ValueError):
+        replace(get_preset("realtime_fused"), landmark_skin=False, surface_smoothing=0)  # the chain needs the skip
     with pytest.raises(ValueError):
         replace(get_preset("realtime_fused"), surface_smoothing=-1)
 
