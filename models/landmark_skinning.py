@@ -26,6 +26,8 @@ without landmarks, so those rows pose the template exactly.
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -115,7 +117,7 @@ class LandmarkSkinning(nn.Module):
         t_joints = self.template_joints.to(landmarks.dtype)
         joints = list(landmarks.unbind(dim=1))
         for chain in FINGER_CHAINS:
-            for pivot, child in zip(chain[:-1], chain[1:]):
+            for pivot, child in pairwise(chain):
                 length = (t_joints[child] - t_joints[pivot]).norm()
                 joints[child] = joints[pivot] + length * _normalize(landmarks[:, child] - landmarks[:, pivot])
         return torch.stack(joints, dim=1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -13,9 +14,9 @@ from models.hand import HandModel
 from models.hand.asset import load_hand_asset
 from models.hand.poses import sample_poses
 from models.landmark_skinning import FINGER_CHAINS, LandmarkSkinning
-from models.mesh_surface import mean_bend_deg
 from models.m3dhmr import M3DHMR
 from models.mediapipe_frame import hand_length, world_landmarks_to_virtual
+from models.mesh_surface import mean_bend_deg
 from models.rectify import rectification_from_box
 
 
@@ -89,7 +90,7 @@ def test_chain_puts_the_template_bone_lengths_along_the_landmark_bones(skinning:
     assert torch.equal(chained[:, 0], landmarks[:, 0])
     for chain in FINGER_CHAINS:
         assert torch.equal(chained[:, chain[0]], landmarks[:, chain[0]])
-        for pivot, child in zip(chain[:-1], chain[1:]):
+        for pivot, child in pairwise(chain):
             bone = chained[:, child] - chained[:, pivot]
             given = landmarks[:, child] - landmarks[:, pivot]
             torch.testing.assert_close(bone.norm(dim=-1), (template[child] - template[pivot]).norm().expand(8),
