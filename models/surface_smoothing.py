@@ -15,6 +15,7 @@ the one-ring (the mesh's edges). Frame and unit free: ``(B, V, 3)`` in, the same
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
@@ -54,8 +55,27 @@ def neighbour_table(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, n
     return index, weight
 
 
+def taubin_operator(num_vertices: int, faces: np.ndarray, iterations: int) -> np.ndarray:
+    """``(V, V)`` float64: the linear map of ``iterations`` Taubin iterations (each ``I + lambda (W - I)``
+    then ``I + mu (W - I)``, W the one-ring mean of :func:`neighbour_table`); rows sum to 1."""
+    index, weight = neighbour_table(num_vertices, faces)
+    rows = np.repeat(np.arange(num_vertices), index.shape[1])
+    ring_mean = sp.csr_matrix((weight.astype(np.float64).ravel(), (rows, index.ravel())),
+                              shape=(num_vertices, num_vertices))
+    identity = sp.identity(num_vertices, format="csr")
+    operator = identity.copy()
+    for _ in range(iterations):
+        for factor in (TAUBIN_LAMBDA, TAUBIN_MU):
+            operator = (identity + factor * (ring_mean - identity)) @ operator
+    return operator.toarray()
+
+
 class TaubinSmoothing(nn.Module):
     """``(B, V, 3)`` vertices -> ``(B, V, 3)`` after ``iterations`` Taubin iterations (0: unchanged).
+
+    The iterations are composed once into one ``(V, V)`` matrix (:func:`taubin_operator`), so the layer is
+    a single matrix product at run time (one MatMul in ONNX; twelve gather steps cost onnxruntime about
+    4 ms per three rows, the product a fraction of that).
 
     Args:
         faces: ``(F, 3)`` int64 triangles of the mesh (either winding).
@@ -68,17 +88,10 @@ class TaubinSmoothing(nn.Module):
         if iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {iterations}")
         self.iterations = int(iterations)
-        index, weight = neighbour_table(num_vertices, faces)
-        self.register_buffer("index", torch.from_numpy(index), persistent=False)
-        self.register_buffer("weight", torch.from_numpy(weight), persistent=False)
-
-    def _step(self, v: Tensor, factor: float) -> Tensor:
-        ring_mean = (v[:, self.index] * self.weight.to(v.dtype).unsqueeze(-1)).sum(dim=2)
-        return v + factor * (ring_mean - v)
+        operator = taubin_operator(num_vertices, faces, self.iterations)
+        self.register_buffer("operator", torch.from_numpy(operator.astype(np.float32)), persistent=False)
 
     def forward(self, vertices: Tensor) -> Tensor:
-        v = vertices
-        for _ in range(self.iterations):
-            v = self._step(v, TAUBIN_LAMBDA)
-            v = self._step(v, TAUBIN_MU)
-        return v
+        if self.iterations == 0:
+            return vertices
+        return torch.matmul(self.operator.to(vertices.dtype), vertices)

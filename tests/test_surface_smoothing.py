@@ -16,7 +16,13 @@ from models.hand.mesh_topology import signed_volume
 from models.m3dhmr import M3DHMR
 from models.mediapipe_frame import hand_length
 from models.mesh_surface import mean_bend_deg
-from models.surface_smoothing import TaubinSmoothing, neighbour_table
+from models.surface_smoothing import (
+    TAUBIN_LAMBDA,
+    TAUBIN_MU,
+    TaubinSmoothing,
+    neighbour_table,
+    taubin_operator,
+)
 
 # A square pyramid: apex 4 over a base 0-1-2-3 (closed, 5 vertices, 6 faces).
 PYRAMID_FACES = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4], [0, 2, 1], [0, 3, 2]], np.int64)
@@ -36,6 +42,19 @@ def test_neighbour_table_lists_each_one_ring_with_uniform_weights() -> None:
 def test_neighbour_table_rejects_bad_faces(faces: np.ndarray, count: int) -> None:
     with pytest.raises(TopologyError):
         neighbour_table(count, faces)
+
+
+def test_the_composed_operator_is_the_iterated_steps() -> None:
+    """One matrix for all iterations equals applying each lambda and mu step to the one-ring means."""
+    points = np.random.default_rng(3).normal(size=(5, 3))
+    index, weight = neighbour_table(5, PYRAMID_FACES)
+    expected = points.copy()
+    for _ in range(3):
+        for factor in (TAUBIN_LAMBDA, TAUBIN_MU):
+            expected = expected + factor * ((expected[index] * weight[..., None]).sum(axis=1) - expected)
+    np.testing.assert_allclose(taubin_operator(5, PYRAMID_FACES, 3) @ points, expected, atol=1e-6)
+    np.testing.assert_allclose(taubin_operator(5, PYRAMID_FACES, 3).sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(taubin_operator(5, PYRAMID_FACES, 0), np.eye(5))
 
 
 @pytest.fixture(scope="module")
