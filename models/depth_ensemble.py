@@ -7,8 +7,9 @@ hand: ``fused`` (MediaPipe's 2D and 3D landmarks), ``mediapipe`` (2D only) and `
 Their shapes come from different inputs, and so do their depth errors: on the 358 cached synthetic test
 crops the three wrist-depth errors correlate only 0.46-0.73 with each other, and on the 695 hands of the
 synthetic test frames through the app's own path (``python -m app.evaluate_app synth --cue all``, shipped
-weights) their mean takes the fused mesh's camera-space MPJPE from 75.2 to 68.0 mm with the hand size
-unknown and from 60.8 to 51.1 mm with the true size given; each cue alone gives 70.6-70.7 (53.4-53.5).
+weights) their mean takes the fused mesh's camera-space MPJPE from 72.2 to 67.4 mm with the hand size
+unknown and from 58.1 to 50.4 mm with the true size given; the other two cues alone give 69.3-70.5
+(51.4-53.1).
 
 The fused mesh keeps its own shape; only where it sits changes:
 
@@ -35,7 +36,8 @@ def mean_depth(depths: np.ndarray) -> np.ndarray:
     """``(B,)`` the mean of each row's plausible member depths.
 
     depths ``(B, K)`` metres, column 0 the primary run (the fused cue). Members that are not finite or
-    nearer than ``models.depth_guard.MIN_DEPTH_M`` (no hand in view is that near) are left out; a row without any plausible member keeps column 0.
+    nearer than ``models.depth_guard.MIN_DEPTH_M`` (no hand in view is that near) are left out; a row
+    without any plausible member keeps column 0.
     """
     d = np.asarray(depths, np.float64)
     if d.ndim != 2 or d.shape[1] < 1:

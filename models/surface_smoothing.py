@@ -1,4 +1,4 @@
-"""Taubin smoothing of the mesh surface: a fixed, parameter-free layer (exports to ONNX as gathers).
+"""Taubin smoothing of the mesh surface: a fixed, parameter-free layer (one matrix product, also in ONNX).
 
 Why: with the ``fused`` cue the mesh is the template posed from MediaPipe's landmarks by linear blend
 skinning (``models.landmark_skinning``) plus the decoder's residual. Skinning folds the skin at the
@@ -27,11 +27,9 @@ TAUBIN_MU: float = -0.53
 """Taubin's pass band: ``1/lambda + 1/mu`` = 0.113, a low pass that keeps the hand's shape."""
 
 
-def neighbour_table(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The one-ring of every vertex as a padded gather table.
-
-    Returns ``index (V, k)`` int64 and ``weight (V, k)`` float32 (``1 / degree`` on the ring, 0 on the
-    padding, which points at the vertex itself), k = the largest degree.
+def ring_mean_matrix(num_vertices: int, faces: np.ndarray) -> sp.csr_matrix:
+    """``(V, V)`` float64 sparse W: row v averages v's one-ring (``1 / degree`` at each neighbour along an
+    edge of ``faces``, either winding), so ``W @ points`` is every vertex's neighbour mean.
 
     Raises:
         TopologyError: a face index is out of range, or a vertex is on no edge.
@@ -40,28 +38,17 @@ def neighbour_table(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, n
     if f.ndim != 2 or f.shape[1] != 3 or f.size == 0 or f.min() < 0 or f.max() >= num_vertices:
         raise TopologyError(f"faces must be (F, 3) indices into {num_vertices} vertices, got {f.shape}")
     edges = unique_edges(f)
-    both = np.concatenate([edges, edges[:, ::-1]])
-    both = both[np.lexsort((both[:, 1], both[:, 0]))]
-    degree = np.bincount(both[:, 0], minlength=num_vertices)
+    rows, cols = np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]])
+    degree = np.bincount(rows, minlength=num_vertices)
     if degree.min() == 0:
         raise TopologyError(f"vertex {int(np.argmin(degree))} is on no edge; it cannot be smoothed")
-    width = int(degree.max())
-    starts = np.concatenate([[0], np.cumsum(degree)[:-1]])
-    slot = np.arange(len(both)) - starts[both[:, 0]]
-    index = np.repeat(np.arange(num_vertices, dtype=np.int64)[:, None], width, axis=1)
-    weight = np.zeros((num_vertices, width), np.float32)
-    index[both[:, 0], slot] = both[:, 1]
-    weight[both[:, 0], slot] = (1.0 / degree[both[:, 0]]).astype(np.float32)
-    return index, weight
+    return sp.csr_matrix((1.0 / degree[rows], (rows, cols)), shape=(num_vertices, num_vertices))
 
 
 def taubin_operator(num_vertices: int, faces: np.ndarray, iterations: int) -> np.ndarray:
     """``(V, V)`` float64: the linear map of ``iterations`` Taubin iterations (each ``I + lambda (W - I)``
-    then ``I + mu (W - I)``, W the one-ring mean of :func:`neighbour_table`); rows sum to 1."""
-    index, weight = neighbour_table(num_vertices, faces)
-    rows = np.repeat(np.arange(num_vertices), index.shape[1])
-    ring_mean = sp.csr_matrix((weight.astype(np.float64).ravel(), (rows, index.ravel())),
-                              shape=(num_vertices, num_vertices))
+    then ``I + mu (W - I)``, W from :func:`ring_mean_matrix`); rows sum to 1."""
+    ring_mean = ring_mean_matrix(num_vertices, faces)
     identity = sp.identity(num_vertices, format="csr")
     operator = identity.copy()
     for _ in range(iterations):

@@ -20,38 +20,37 @@ from models.surface_smoothing import (
     TAUBIN_LAMBDA,
     TAUBIN_MU,
     TaubinSmoothing,
-    neighbour_table,
+    ring_mean_matrix,
     taubin_operator,
 )
 
-# A square pyramid: apex 4 over a base 0-1-2-3 (closed, 5 vertices, 6 faces).
+# A square pyramid: apex 4 over a base 0-1-2-3 (closed, 5 vertices, 6 faces), and its one-rings.
 PYRAMID_FACES = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4], [0, 2, 1], [0, 3, 2]], np.int64)
+PYRAMID_RINGS = [[1, 2, 3, 4], [0, 2, 4], [0, 1, 3, 4], [0, 2, 4], [0, 1, 2, 3]]
 
 
-def test_neighbour_table_lists_each_one_ring_with_uniform_weights() -> None:
-    index, weight = neighbour_table(5, PYRAMID_FACES)
-    rings = [sorted(int(j) for j, w in zip(index[v], weight[v]) if w > 0) for v in range(5)]
-    assert rings == [[1, 2, 3, 4], [0, 2, 4], [0, 1, 3, 4], [0, 2, 4], [0, 1, 2, 3]]
-    np.testing.assert_allclose(weight.sum(axis=1), 1.0, atol=1e-6)
-    assert index.shape == weight.shape == (5, 4)
-    padding = weight == 0
-    assert np.all(index[padding] == np.nonzero(padding)[0])
+def test_ring_mean_matrix_averages_each_one_ring_with_uniform_weights() -> None:
+    ring_mean = ring_mean_matrix(5, PYRAMID_FACES)
+    assert [sorted(int(j) for j in ring_mean[v].indices) for v in range(5)] == PYRAMID_RINGS
+    for v, ring in enumerate(PYRAMID_RINGS):
+        np.testing.assert_allclose(ring_mean[v].data, 1.0 / len(ring))
+    np.testing.assert_allclose(np.asarray(ring_mean.sum(axis=1)).ravel(), 1.0)
 
 
 @pytest.mark.parametrize("faces, count", [(np.array([[0, 1, 7]]), 5), (PYRAMID_FACES, 6), (np.zeros((0, 3)), 5)])
-def test_neighbour_table_rejects_bad_faces(faces: np.ndarray, count: int) -> None:
+def test_ring_mean_matrix_rejects_bad_faces(faces: np.ndarray, count: int) -> None:
     with pytest.raises(TopologyError):
-        neighbour_table(count, faces)
+        ring_mean_matrix(count, faces)
 
 
 def test_the_composed_operator_is_the_iterated_steps() -> None:
     """One matrix for all iterations equals applying each lambda and mu step to the one-ring means."""
     points = np.random.default_rng(3).normal(size=(5, 3))
-    index, weight = neighbour_table(5, PYRAMID_FACES)
     expected = points.copy()
     for _ in range(3):
         for factor in (TAUBIN_LAMBDA, TAUBIN_MU):
-            expected = expected + factor * ((expected[index] * weight[..., None]).sum(axis=1) - expected)
+            ring_means = np.stack([expected[ring].mean(axis=0) for ring in PYRAMID_RINGS])
+            expected = expected + factor * (ring_means - expected)
     np.testing.assert_allclose(taubin_operator(5, PYRAMID_FACES, 3) @ points, expected, atol=1e-6)
     np.testing.assert_allclose(taubin_operator(5, PYRAMID_FACES, 3).sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_array_equal(taubin_operator(5, PYRAMID_FACES, 0), np.eye(5))
@@ -89,7 +88,7 @@ def test_smoothing_removes_folds_keeps_the_hand_and_commutes_with_rigid_motion(a
     rot = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
     shift = np.array([0.05, -0.02, 0.6])
     moved = smooth(torch.from_numpy(noisy @ rot.T + shift)[None])[0].numpy()
-    np.testing.assert_allclose(moved, out @ rot.T + shift, atol=1e-6)  # float32 ring weights
+    np.testing.assert_allclose(moved, out @ rot.T + shift, atol=1e-6)  # float32 operator
 
 
 def _model(smoothing: int) -> M3DHMR:
