@@ -37,6 +37,7 @@ longest side of the landmark box), which the acceptance bound of issue 12 refers
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -233,6 +234,29 @@ def pairwise_pa_mpjpe_mm(joints: np.ndarray, max_items: int = DIVERSITY_MAX_HAND
     return float(np.median(np.concatenate(values)) * 1000.0)
 
 
+@functools.cache
+def _skin_measure() -> Any:
+    """``models.skin_thickness.SkinThickness`` of the hand asset (imported here: it needs torch)."""
+    from models.hand.asset import load_hand_asset
+    from models.skin_thickness import SkinThickness
+
+    return SkinThickness.from_asset(load_hand_asset())
+
+
+def skin_deviation_mm(vertices: np.ndarray) -> list[float]:
+    """Per mesh of ``(N, V, 3)`` vertices (any frame, position, size): the mean over its vertices of how
+    far the skin's distance to the skeleton is from the rest template's, in mm at the template's hand length
+    (``models.skin_thickness``). Empty when ``V`` is not the hand asset's vertex count (another topology)."""
+    verts = np.asarray(vertices, np.float64)
+    measure = _skin_measure()
+    if verts.ndim != 3 or verts.shape[1] != measure.rest_distance.shape[0]:
+        return []
+    import torch
+
+    deviation = measure.deviation_any_size(torch.as_tensor(verts, dtype=torch.float32))
+    return [float(v) for v in deviation.mean(dim=1) * 1000.0]
+
+
 def right_handed(points: np.ndarray, is_left: bool) -> np.ndarray:
     """``(21, 3)`` root-relative points, x mirrored for left hands (so every hand has right-hand chirality)."""
     p = np.asarray(points, np.float64)
@@ -357,6 +381,8 @@ class _SettingAccumulator:
         if same_topology and self.faces is not None:
             out.update(surface_bend_deg=float(mean_bend_deg(pv, self.faces).mean()),
                        surface_bend_true_deg=float(mean_bend_deg(gv, self.faces).mean()))
+        if same_topology:
+            out.update(skin_thickness_mm=_mean(skin_deviation_mm(pv)), skin_thickness_true_mm=_mean(skin_deviation_mm(gv)))
         d_root = pj[:, 0] - gj[:, 0]
         ratio = np.asarray(self.length_ratio)
         # Rescaling a camera-space prediction about the camera centre keeps every projection and scales
@@ -526,6 +552,8 @@ _SYNTH_ROWS: tuple[tuple[str, str, str], ...] = (
     ("depth guard fired (fraction)", "guard_fraction", ".3f"),
     ("mesh surface: mean bend between adjacent faces (deg)", "surface_bend_deg", ".1f"),
     ("same for the true meshes (deg)", "surface_bend_true_deg", ".1f"),
+    ("skin thickness: mean |distance to skeleton - template's| (mm)", "skin_thickness_mm", ".2f"),
+    ("same for the true meshes (mm)", "skin_thickness_true_mm", ".2f"),
 )
 
 
@@ -606,6 +634,7 @@ class _AgreementAccumulator:
     mesh_rel: list[np.ndarray] = field(default_factory=list)
     world_rel: list[np.ndarray] = field(default_factory=list)
     bends_deg: list[float] = field(default_factory=list)
+    skin_mm: list[float] = field(default_factory=list)
     dropped: int = 0
 
     def add(self, hand: HandResult, world_landmarks: np.ndarray | None, faces: np.ndarray | None = None) -> Agreement:
@@ -613,6 +642,7 @@ class _AgreementAccumulator:
         a = agreement(hand.joints_img, hand.landmarks_img)
         if faces is not None:
             self.bends_deg.append(float(mean_bend_deg(hand.vertices_cam, faces)[0]))
+        self.skin_mm += skin_deviation_mm(np.asarray(hand.vertices_cam)[None])
         self.errors_diag.append(a.error_diag)
         self.errors_side.append(a.error_side)
         self.size_ratios.append(a.size_ratio)
@@ -647,6 +677,8 @@ class _AgreementAccumulator:
         }
         if self.bends_deg:
             out["surface_bend_deg"] = _mean(self.bends_deg)
+        if self.skin_mm:
+            out["skin_thickness_mm"] = _mean(self.skin_mm)
         if diversity:
             mesh = pairwise_pa_mpjpe_mm(np.stack(self.mesh_rel)) if len(self.mesh_rel) > 1 else float("nan")
             world = pairwise_pa_mpjpe_mm(np.stack(self.world_rel)) if len(self.world_rel) > 1 else float("nan")
@@ -742,6 +774,7 @@ _AGREEMENT_ROWS: tuple[tuple[str, str, str], ...] = (
     (f"hands placed closer than {NEAR_LIMIT_M:g} m", f"closer_than_{NEAR_LIMIT_M:g}m", "d"),
     ("depth guard fired (fraction)", "guard_fraction", ".3f"),
     ("mesh surface: mean bend between adjacent faces (deg)", "surface_bend_deg", ".1f"),
+    ("skin thickness: mean |distance to skeleton - template's| (mm)", "skin_thickness_mm", ".2f"),
 )
 
 
@@ -761,7 +794,9 @@ def agreement_markdown(report: dict[str, Any], title: str, intro: Sequence[str])
         f"diversity: median PA-MPJPE over pairs of hands (root-relative, left hands mirrored; at most "
         f"{DIVERSITY_MAX_HANDS} hands). Surface bend: the mean angle between the normals of adjacent faces "
         "(models.mesh_surface; our template at rest: 13 deg, posed synthetic ground truth: about 17); higher is "
-        "more crumpled.")
+        "more crumpled. Skin thickness: per vertex, how far its distance to the bone segments between the mesh's "
+        "own joints is from the rest template's, at the template's hand length (models.skin_thickness; posed "
+        "synthetic ground truth: about 0.9 mm); a pointed knuckle or a collapsed finger raises it.")
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,7 @@ from app.evaluate_app import (
     render_pictures,
     render_side_view,
     scale_summary,
+    skin_deviation_mm,
     still_pipeline,
 )
 from app.mediapipe_labels import MediaPipeHand
@@ -208,8 +209,20 @@ def test_synth_cli_on_three_frames(tmp_path: Path, backend: object, monkeypatch:
     assert 0.0 <= known["guard_fraction"] <= 1.0
     # the true meshes are smooth posed hands (about 17 deg); an untrained network's are not smoother
     assert 10.0 < known["surface_bend_true_deg"] < 25.0 and known["surface_bend_deg"] > 0.0
+    assert 0.0 < known["skin_thickness_true_mm"] < 3.0 and known["skin_thickness_mm"] > 0.0
     scale = report["cues"]["fused"]["scale"]
     assert {"share_removed_by_true_size", "depth_share_of_root_error_size_unknown"} <= set(scale)
+
+
+def test_skin_deviation_ignores_place_and_size_and_other_topologies() -> None:
+    from models.hand.asset import load_hand_asset
+
+    template = np.asarray(load_hand_asset().template_vertices, np.float64)
+    moved = template * 1.3 + np.array([0.1, -0.2, 0.5])
+    swollen = template * np.array([1.0, 1.0, 1.6])
+    at_rest, placed, thick = skin_deviation_mm(np.stack([template, moved, swollen]))
+    assert at_rest < 1e-3 and placed < 1e-3 and thick > 1.0
+    assert skin_deviation_mm(template[None, :-1]) == []
 
 
 # ------------------------------------------------------------------------------------------ real data
@@ -242,6 +255,7 @@ def test_photo_report_on_three_photos(backend: object) -> None:
         assert s["pose_diversity_mediapipe_mm"] > 0.0 and s["pose_diversity_mesh_mm"] >= 0.0
         assert s["closer_than_0.15m"] >= 0
         assert 5.0 < s["surface_bend_deg"] < 90.0
+        assert 0.0 < s["skin_thickness_mm"] < 20.0
 
 
 @pytest.mark.real

@@ -12,12 +12,14 @@ import torch
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import get_preset
 from models.hand import HandModel
+from models.hand.asset import load_hand_asset
 from models.hand.poses import sample_poses
 from models.m3dhmr import M3DHMR
 from models.mediapipe_frame import world_landmarks_to_virtual
 from models.rectify import image_to_crop, rectification_from_box
 from training.mp_data import CueDataset, collate_cue_samples, load_cue_cache, photo_is_held_out, photo_split
 from training.train_fused import (
+    FusedLoss,
     FusedLossWeights,
     FusedTrainError,
     FusedTrainConfig,
@@ -173,7 +175,7 @@ def test_amplitude_mixing_keeps_geometry_and_moves_low_frequencies() -> None:
 
 def _view_config(caches: dict[str, Path], out: Path, **overrides: object) -> FusedTrainConfig:
     loss = FusedLossWeights(real_distill=1.0, real_con2d=1.0, real_con3d=0.5, real_limits=1.0, real_surface=0.5,
-                            dihedral=0.5, real_fold=0.5)
+                            dihedral=0.5, real_fold=0.5, thickness=1.0)
     values: dict[str, object] = dict(
         synth_cache=str(caches["synth"]), photo_cache=str(caches["photos"]), test_cache=str(caches["test"]),
         out_dir=str(out), batch_size=6, real_per_batch=3, max_steps=2, time_budget_s=600, eval_every_steps=0,
@@ -208,12 +210,21 @@ def test_trainer_logs_the_view_terms(caches: dict[str, Path], tmp_path: Path) ->
     summary = FusedTrainer(_view_config(caches, tmp_path / "run"), show_progress=False).fit()
     header = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0].split(",")
     assert {"real_distill", "real_distill_view", "real_con2d", "real_con3d", "real_limits",
-            "real_surface", "real_surface_view", "dihedral", "real_fold"} <= set(header)
+            "real_surface", "real_surface_view", "dihedral", "real_fold", "thickness"} <= set(header)
     final = summary["final"]
     assert np.isfinite(final["real_world3d_pa_mm"]) and final["real_fused_gap_mm"] >= 0
     assert np.isfinite(final["real_limits_deg"]) and final["real_limits_deg"] >= 0
     assert 0 < final["real_dihedral_deg"] < 180 and 0 < final["real_fused_dihedral_deg"] < 180
     assert 0 < final["fused_dihedral_deg"] < 180 and final["fused_dihedral_gap_deg"] > 0
+    assert 0 < final["fused_true_thickness_mm"] < 3 and final["fused_thickness_mm"] > 0
+    assert final["real_thickness_mm"] > 0 and final["real_fused_thickness_mm"] > 0
+
+
+def test_the_thickness_term_needs_its_measure() -> None:
+    asset = load_hand_asset()
+    template = torch.as_tensor(np.asarray(asset.template_vertices), dtype=torch.float32)
+    with pytest.raises(ValueError, match="SkinThickness"):
+        FusedLoss(np.asarray(asset.faces), template, template[:21], 0.18, FusedLossWeights(thickness=1.0))
 
 
 def test_ablation_trains_each_variant_from_the_same_start(caches: dict[str, Path], tmp_path: Path) -> None:

@@ -38,6 +38,10 @@ real rows (no ground truth)
   real_prior: bone-length ratios of the normalised joints against the template's
   real_fold: folds between adjacent faces sharper than the rest template's by more than
       ``fold_margin`` (in cosine; ``training.losses.fold_loss``), every cue
+  thickness: every row, cue and source: each vertex's distance to the skeleton (the bone segments between
+      the mesh's own joints) against the rest template's, beyond ``thickness_margin_m``
+      (``models.skin_thickness``); the true meshes keep it to 0.9 mm on average, so on synthetic rows it
+      is nearly free, and on real rows it holds the skin on its bones (no pointed knuckles)
   real_limits: the hand model's joint limits: long-finger flexion and sideways bends outside them, in
       radians (``training.joint_limits``)
   real_distill: the normalised mesh of rows run without MediaPipe's 3D landmarks against the same
@@ -72,6 +76,7 @@ from models.checkpoint import save_checkpoint
 from models.config import get_preset
 from models.m3dhmr import M3DHMR, M3DHMROutput
 from models.mediapipe_frame import hand_length
+from models.hand.asset import load_hand_asset
 from models.hand.mesh_topology import face_adjacency
 from models.mesh_surface import bend_angles_deg, dihedral_cosines
 from models.paths import REPO_ROOT
@@ -97,6 +102,7 @@ from training.real_views import (
     rotate_rows,
     rotation_about_optical_axis,
 )
+from models.skin_thickness import SkinThickness
 from training.train import CsvLog
 
 CUES: tuple[str, ...] = ("fused", "mediapipe", "network")
@@ -133,6 +139,8 @@ class FusedLossWeights:
     dihedral: float = 0.0
     real_fold: float = 0.0
     fold_margin: float = 0.05
+    thickness: float = 0.0
+    thickness_margin_m: float = 0.003
     heatmap_sigma_px: float = 4.0
     length_scale_m: float = 0.2
 
@@ -283,8 +291,11 @@ class FusedLoss(torch.nn.Module):
     """All terms of the module docstring for one forward; returns (total, detached terms)."""
 
     def __init__(self, faces: np.ndarray, template_vertices: torch.Tensor, template_joints: torch.Tensor,
-                 template_length: float, weights: FusedLossWeights) -> None:
+                 template_length: float, weights: FusedLossWeights, thickness: SkinThickness | None = None) -> None:
         super().__init__()
+        if weights.thickness > 0 and thickness is None:
+            raise ValueError("FusedLoss: the thickness term needs a SkinThickness")
+        self.thickness = thickness
         faces_t = torch.as_tensor(faces, dtype=torch.long)
         self.register_buffer("faces", faces_t, persistent=False)
         self.register_buffer("edges", mesh_edges(faces_t), persistent=False)
@@ -324,6 +335,9 @@ class FusedLoss(torch.nn.Module):
             terms["scale"] = (torch.log(out.hand_length_pred[g]) - torch.log(gt_len)).abs().mean()
             terms["dgp_joints"] = (out.joints_cam[g] - batch.joints_cam[g]).abs().mean() / s
             terms["dgp_verts"] = (out.vertices_cam[g] - batch.verts_cam[g]).abs().mean() / s
+        if w.thickness > 0:
+            assert self.thickness is not None
+            terms["thickness"] = self.thickness.loss(out.vertices_unit, w.thickness_margin_m, s)
         if real.any():
             r = real
             score = batch.mp_score[r].clamp(0.0, 1.0).reshape(-1, 1, 1, 1)
@@ -412,15 +426,17 @@ def _surface_gap(student: torch.Tensor, teacher: torch.Tensor, surface: tuple[to
 
 @torch.no_grad()
 def evaluate_synthetic(model: M3DHMR, dataset: CueDataset, cue: str, batch_size: int = 64,
-                       given_length: bool = False) -> dict[str, float]:
+                       given_length: bool = False, thickness: SkinThickness | None = None) -> dict[str, float]:
     """Metrics on synthetic cached hands (found by MediaPipe) with one cue; camera-space vs ground truth.
     Beside :class:`training.metrics.MetricAccumulator`'s: ``dihedral_deg``, the predicted meshes' mean
     bend between adjacent faces (``models.mesh_surface.bend_angles_deg``), and ``dihedral_gap_deg``, its mean
-    absolute difference from the true mesh's, edge by edge."""
+    absolute difference from the true mesh's, edge by edge; with ``thickness``, ``thickness_mm``, the mean
+    per-vertex deviation of the skin's distance to the skeleton from the template's
+    (``models.skin_thickness``; the true meshes': ``true_thickness_mm``)."""
     was = model.training
     model.eval()
     acc = MetricAccumulator()
-    lengths_pred, lengths_gt, bends, bend_gaps = [], [], [], []
+    lengths_pred, lengths_gt, bends, bend_gaps, skin, true_skin = [], [], [], [], [], []
     cue_id = CUES.index(cue)
     for start in range(0, len(dataset), batch_size):
         batch = collate_cue_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
@@ -431,6 +447,10 @@ def evaluate_synthetic(model: M3DHMR, dataset: CueDataset, cue: str, batch_size:
         bend = bend_angles_deg(out.vertices_cam, model.faces)
         bends.append(bend.mean(dim=1))
         bend_gaps.append((bend - bend_angles_deg(batch.verts_cam, model.faces)).abs().mean(dim=1))
+        if thickness is not None:
+            skin.append(thickness.deviation(out.vertices_unit).mean(dim=1))
+            gt_len = hand_length(batch.joints_rel)
+            true_skin.append(thickness.deviation(_unit(batch.verts_rel, gt_len, model.template_hand_length)).mean(dim=1))
         lengths_pred.append(out.hand_length_used)
         lengths_gt.append(hand_length(batch.joints_cam))
     model.train(was)
@@ -440,11 +460,15 @@ def evaluate_synthetic(model: M3DHMR, dataset: CueDataset, cue: str, batch_size:
     metrics["hand_length_abs_log_error"] = float(torch.log(ratio).abs().mean())
     metrics["dihedral_deg"] = float(torch.cat(bends).mean())
     metrics["dihedral_gap_deg"] = float(torch.cat(bend_gaps).mean())
+    if thickness is not None:
+        metrics["thickness_mm"] = 1e3 * float(torch.cat(skin).mean())
+        metrics["true_thickness_mm"] = 1e3 * float(torch.cat(true_skin).mean())
     return metrics
 
 
 @torch.no_grad()
-def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -> dict[str, float]:
+def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64,
+                     thickness: SkinThickness | None = None) -> dict[str, float]:
     """Held-out real hands with the network cue: its own 2D joints against MediaPipe's landmarks, in
     fractions of the landmark box diagonal (mean, PCK@0.1) and the extent ratio (own 2D box diagonal /
     landmark box diagonal); in 3D, both at the template's hand length: ``real_world3d_pa_mm``, PA-MPJPE of
@@ -453,10 +477,14 @@ def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -
     summed angle (degrees) by which its long-finger joints lie outside the joint limits
     (``training.joint_limits``, 5 degree margin); ``real_dihedral_deg`` / ``real_fused_dihedral_deg``, the
     mean bend between adjacent faces of its network-cue / fused-cue meshes
-    (``models.mesh_surface.bend_angles_deg``; higher is more crumpled)."""
+    (``models.mesh_surface.bend_angles_deg``; higher is more crumpled); with ``thickness``,
+    ``real_thickness_mm`` / ``real_fused_thickness_mm``, the mean per-vertex deviation of the skin's
+    distance to the skeleton from the template's (``models.skin_thickness``)."""
     was = model.training
     model.eval()
     errors, extents, world_pa, teacher_gap, limits, bends, fused_bends = [], [], [], [], [], [], []
+    skin: list[torch.Tensor] = []
+    fused_skin: list[torch.Tensor] = []
     length = model.template_hand_length
     for start in range(0, len(dataset), batch_size):
         batch = collate_cue_samples([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
@@ -474,9 +502,14 @@ def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -
         limits.append(joint_limit_violation(out.joints_rel).flatten(1).sum(-1))
         bends.append(bend_angles_deg(out.vertices_unit, model.faces).mean(dim=1))
         fused_bends.append(bend_angles_deg(teacher.vertices_unit, model.faces).mean(dim=1))
+        if thickness is not None:
+            skin.append(thickness.deviation(out.vertices_unit).mean(dim=1))
+            fused_skin.append(thickness.deviation(teacher.vertices_unit).mean(dim=1))
     model.train(was)
     err = torch.cat(errors)
-    return {"real_2d_mean": float(err.mean()), "real_pck10": float((err < 0.1).float().mean()),
+    extra = ({"real_thickness_mm": 1e3 * float(torch.cat(skin).mean()),
+              "real_fused_thickness_mm": 1e3 * float(torch.cat(fused_skin).mean())} if thickness is not None else {})
+    return {**extra, "real_2d_mean": float(err.mean()), "real_pck10": float((err < 0.1).float().mean()),
             "real_extent_ratio": float(torch.cat(extents).median()),
             "real_world3d_pa_mm": 1e3 * float(torch.cat(world_pa).mean()),
             "real_fused_gap_mm": 1e3 * float(torch.cat(teacher_gap).mean()),
@@ -486,6 +519,13 @@ def evaluate_real_2d(model: M3DHMR, dataset: CueDataset, batch_size: int = 64) -
 
 
 # --------------------------------------------------------------------------------------------- loop
+
+
+def skin_thickness_of(model: M3DHMR) -> SkinThickness:
+    """The skin-thickness measure (``models.skin_thickness``) of ``model``'s template and joint regressor,
+    with the hand asset's skinning weights; on the CPU."""
+    return SkinThickness(model.decoder.template.detach().cpu(), model.joint_regressor.detach().cpu(),
+                         np.asarray(load_hand_asset().skin_weights))
 
 
 def held_out_photos(photos: CueCache, num_vertices: int) -> CueDataset:
@@ -533,8 +573,9 @@ class FusedTrainer:
         if self.photos is not None:
             self.real_held_out = held_out_photos(self.photos, num_vertices)
         template_joints = self.model.joint_regressor @ self.model.decoder.template
+        self.thickness = skin_thickness_of(self.model).to(self.device)
         self.loss_fn = FusedLoss(self.model.faces, self.model.decoder.template.cpu(), template_joints.cpu(),
-                                 self.model.template_hand_length, cfg.loss).to(self.device)
+                                 self.model.template_hand_length, cfg.loss, self.thickness).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.out_dir = cfg.resolve(cfg.out_dir) or REPO_ROOT / "runs" / cfg.name
         self.step = 0
@@ -575,10 +616,10 @@ class FusedTrainer:
     def evaluate(self) -> dict[str, float]:
         row: dict[str, float] = {}
         if self.test_set is not None:
-            metrics = evaluate_synthetic(self.model, self.test_set, "fused")
+            metrics = evaluate_synthetic(self.model, self.test_set, "fused", thickness=self.thickness)
             row.update({f"fused_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         if self.real_held_out is not None:
-            row.update(evaluate_real_2d(self.model, self.real_held_out))
+            row.update(evaluate_real_2d(self.model, self.real_held_out, thickness=self.thickness))
         return row
 
     def _some_rows(self, candidates: torch.Tensor, prob: float) -> torch.Tensor:
@@ -699,6 +740,7 @@ def evaluate_checkpoint(checkpoint: Path, cfg: FusedTrainConfig) -> dict[str, An
     from models.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint).eval()
+    thickness = skin_thickness_of(model)
     report: dict[str, Any] = {"checkpoint": str(checkpoint)}
     test_path = cfg.resolve(cfg.test_cache)
     if test_path is not None:
@@ -706,12 +748,13 @@ def evaluate_checkpoint(checkpoint: Path, cfg: FusedTrainConfig) -> dict[str, An
         report["test_hands"] = len(test)
         for cue in CUES:
             for given in (False, True):
-                report[f"{cue}{'_true_size' if given else ''}"] = evaluate_synthetic(model, test, cue, given_length=given)
+                report[f"{cue}{'_true_size' if given else ''}"] = evaluate_synthetic(model, test, cue, given_length=given,
+                                                                                   thickness=thickness)
     photo_path = cfg.resolve(cfg.photo_cache)
     if photo_path is not None:
         held = held_out_photos(load_cue_cache(photo_path), int(model.decoder.template.shape[0]))
         report["real_held_out_hands"] = len(held)
-        report["real_held_out_2d_network_cue"] = evaluate_real_2d(model, held)
+        report["real_held_out_2d_network_cue"] = evaluate_real_2d(model, held, thickness=thickness)
     return report
 
 
