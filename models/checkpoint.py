@@ -91,11 +91,12 @@ def load_state_strict(model: M3DHMR, path: Path | str) -> None:
 
 
 def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | torch.device = "cpu", *,
-                    surface_smoothing: int | None = None) -> M3DHMR:
+                    surface_smoothing: int | None = None, skin_clamp: bool | None = None) -> M3DHMR:
     """Build the model from the checkpoint's own config and the asset (default ``load_hand_asset()``), load strictly.
 
     ``surface_smoothing`` replaces the config's Taubin iterations (a fixed layer without parameters, so any
-    value loads the same tensors); None keeps the checkpoint's own.
+    value loads the same tensors); None keeps the checkpoint's own. ``skin_clamp`` likewise switches the
+    skin-thickness clamp (``models.skin_thickness.ThicknessClamp``, also without parameters).
     """
     metadata = read_checkpoint_metadata(path)
     config = metadata.config
@@ -104,6 +105,8 @@ def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | to
             config = dataclasses.replace(config, surface_smoothing=int(surface_smoothing))
         except ValueError as error:
             raise CheckpointError(f"checkpoint {path}: cannot smooth its meshes: {error}") from error
+    if skin_clamp is not None:
+        config = dataclasses.replace(config, skin_clamp=bool(skin_clamp))
     model = M3DHMR.from_config(config, asset)
     load_state_strict(model, path)
     return model.to(device).eval()

@@ -44,6 +44,9 @@ class M3DHMRConfig:
     lengths before posing (``models.landmark_skinning.LandmarkSkinning.chain``; needs ``landmark_skin``).
     ``surface_smoothing``: Taubin iterations (``models.surface_smoothing``) on the mesh of every sample
     that has the fused landmarks (0: none; samples without landmarks are never smoothed).
+    ``skin_clamp``: keep every vertex's distance to the skeleton within the bounds our hand model ever
+    reaches (``models.skin_thickness.ThicknessClamp``, bounds in ``assets/skin_thickness_bounds.json``),
+    every sample and cue, after any smoothing (so the final mesh keeps them).
     """
 
     name: str
@@ -63,6 +66,7 @@ class M3DHMRConfig:
     predict_scale: bool = False
     surface_smoothing: int = 0
     landmark_skin_chain: bool = False
+    skin_clamp: bool = False
 
     def __post_init__(self) -> None:
         if self.decoder_type not in DECODER_TYPES:
@@ -114,10 +118,11 @@ PRESETS: dict[str, M3DHMRConfig] = {
 }
 PRESETS["realtime_fused"] = dataclasses.replace(
     PRESETS["realtime_slim"], name="realtime_fused", fused_cue=True, landmark_skin=True, predict_scale=True,
-    surface_smoothing=6, landmark_skin_chain=True,
+    surface_smoothing=6, landmark_skin_chain=True, skin_clamp=True,
 )
 """``surface_smoothing=6``: the iterations at which the shipped fused meshes bend as much per edge as the
-true meshes on 324 validation frames (seed 777: 16.9 vs 16.8 degrees, 21.7 unsmoothed)."""
+true meshes on 324 validation frames (seed 777: 16.9 vs 16.8 degrees, 21.7 unsmoothed). ``skin_clamp``:
+no change on meshes our hand model can make; removes the pointed knuckles of tight real fists."""
 
 
 def get_preset(name: str) -> M3DHMRConfig:

@@ -4,6 +4,7 @@ crop (B,3,S,S) RGB [0,1] --StackedResNetEncoder--> stride-4 features + heatmaps 
   -> features sampled at the 2D joints used (predicted, or external e.g. MediaPipe, eq. 1)
   -> MeshDecoder (lifting eq. 2, DSC layers eqs. 3-6, ROI layer) -> vertices
      (fused cue: + the template posed from the landmarks, then optional Taubin smoothing)
+     (optional, every sample: each vertex's distance to the skeleton clamped to the hand model's range)
   -> joints = J_reg @ vertices
   -> wrist-relative vertices/joints in the virtual camera (metres)
   -> DGP weight head + closed-form DGP solve with K_virt -> translation in the virtual camera
@@ -26,6 +27,7 @@ from models.errors import InputShapeError
 from models.joint_head import DGPWeightHead, sample_features_at_points, soft_argmax_2d
 from models.landmark_skinning import LandmarkSkinning
 from models.mediapipe_frame import hand_length
+from models.skin_thickness import ThicknessClamp, load_thickness_bounds
 from models.surface_smoothing import TaubinSmoothing
 from models.topology import DecoderTopology
 
@@ -101,6 +103,7 @@ class M3DHMR(nn.Module):
         skin_weights: Tensor | None = None,
         surface_smoothing: int = 0,
         landmark_skin_chain: bool = False,
+        skin_clamp_bounds: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.crop_size = crop_size
@@ -139,6 +142,12 @@ class M3DHMR(nn.Module):
                 template_vertices=topology.template_vertices, template_joints=template_joints, skin_weights=skin_weights,
                 chain=landmark_skin_chain,
             )
+        self.skin_clamp: ThicknessClamp | None = None
+        if skin_clamp_bounds is not None:
+            if skin_weights is None:
+                raise ValueError("skin_clamp needs the asset's skin weights")
+            self.skin_clamp = ThicknessClamp(topology.template_vertices, topology.joint_regressor, skin_weights.numpy(),
+                                             skin_clamp_bounds)
         self.smoothing: TaubinSmoothing | None = None
         if surface_smoothing:
             if not fused_cue:
@@ -177,7 +186,10 @@ class M3DHMR(nn.Module):
             predict_scale=config.predict_scale,
             surface_smoothing=config.surface_smoothing,
             landmark_skin_chain=config.landmark_skin_chain,
-            skin_weights=torch.as_tensor(np.asarray(asset.skin_weights), dtype=torch.float32) if config.landmark_skin else None,
+            skin_weights=(torch.as_tensor(np.asarray(asset.skin_weights), dtype=torch.float32)
+                          if config.landmark_skin or config.skin_clamp else None),
+            skin_clamp_bounds=(load_thickness_bounds(num_vertices=len(np.asarray(asset.template_vertices)))
+                               if config.skin_clamp else None),
         )
         model.config = config
         return model
@@ -267,6 +279,8 @@ class M3DHMR(nn.Module):
         if self.smoothing is not None:
             assert lm_mask is not None  # surface_smoothing implies fused_cue
             vertices = vertices + lm_mask * (self.smoothing(vertices) - vertices)
+        if self.skin_clamp is not None:
+            vertices = self.skin_clamp(vertices)
         regressor = self.joint_regressor.to(vertices.dtype)
         joints = torch.einsum("jv,bvc->bjc", regressor, vertices)
         root = joints[:, :1]

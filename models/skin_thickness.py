@@ -17,18 +17,26 @@ from the same measure on the rest template. Meshes are compared at the template'
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.errors import TopologyError
 from models.hand.anatomy import BONE_JOINTS, BONE_PARENTS
 from models.hand.asset import HandAsset
 from models.mediapipe_frame import hand_length
+from models.paths import ASSETS_DIR
 
 SEGMENTS: tuple[tuple[int, int], ...] = tuple(
     pair for base in (1, 5, 9, 13, 17)
     for pair in ((0, base), (base, base + 1), (base + 1, base + 2), (base + 2, base + 3)))
 """The 20 bone segments (joint, joint): wrist to each finger's base, then along the finger to its tip."""
+
+BOUNDS_PATH: Path = ASSETS_DIR / "skin_thickness_bounds.json"
+"""Per-vertex bounds of :class:`ThicknessClamp` (``python -m training.skin_bounds``)."""
 
 _PALM_SEGMENTS: tuple[int, ...] = tuple(SEGMENTS.index((0, base)) for base in (5, 9, 13, 17))
 _CANDIDATES: int = 5
@@ -58,17 +66,25 @@ def candidate_segments(skin_weights: np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64)
 
 
-def skeleton_distance(vertices: Tensor, joints: Tensor, candidates: Tensor) -> Tensor:
-    """``(B, V)`` distance of each vertex to the nearest of its candidate segments, in the inputs' unit.
-
-    ``vertices (B, V, 3)``, ``joints (B, 21, 3)`` in one frame; ``candidates (V, K)`` from
-    :func:`candidate_segments`."""
+def nearest_on_skeleton(vertices: Tensor, joints: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
+    """Each vertex's nearest point on its candidate segments: ``(distance (B, V), point (B, V, 3))``, in
+    the inputs' unit and frame. ``vertices (B, V, 3)``, ``joints (B, 21, 3)``; ``candidates (V, K)`` from
+    :func:`candidate_segments`. Gathers, clamps and an argmin only, so it exports to ONNX."""
     segments = torch.as_tensor(SEGMENTS, device=joints.device)
     start = joints[:, segments[:, 0]][:, candidates]
     along = joints[:, segments[:, 1]][:, candidates] - start
     offset = vertices.unsqueeze(2) - start
     t = ((offset * along).sum(-1) / (along * along).sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)
-    return (offset - t.unsqueeze(-1) * along).norm(dim=-1).amin(dim=-1)
+    points = start + t.unsqueeze(-1) * along
+    distances = (vertices.unsqueeze(2) - points).norm(dim=-1)
+    nearest = distances.argmin(dim=-1, keepdim=True)
+    point = torch.gather(points, 2, nearest.unsqueeze(-1).expand(-1, -1, -1, 3)).squeeze(2)
+    return torch.gather(distances, 2, nearest).squeeze(2), point
+
+
+def skeleton_distance(vertices: Tensor, joints: Tensor, candidates: Tensor) -> Tensor:
+    """``(B, V)`` distance of each vertex to the nearest of its candidate segments (:func:`nearest_on_skeleton`)."""
+    return nearest_on_skeleton(vertices, joints, candidates)[0]
 
 
 class SkinThickness(nn.Module):
@@ -117,3 +133,63 @@ class SkinThickness(nn.Module):
         """Scalar: mean over vertices and rows of ``relu(deviation - margin_m) / scale_m``. Zero when every
         vertex keeps the template's thickness to within ``margin_m``."""
         return torch.relu(self.deviation(vertices_unit) - margin_m).mean() / scale_m
+
+
+def load_thickness_bounds(path: Path = BOUNDS_PATH, num_vertices: int | None = None) -> np.ndarray:
+    """``(V,)`` float32 metres: per vertex, how far the skin's distance to the skeleton may move from the
+    template's (at the template's hand length), from ``assets/skin_thickness_bounds.json`` (written by
+    ``python -m training.skin_bounds``). Raises :class:`models.errors.TopologyError` when the file is missing,
+    unreadable or does not fit ``num_vertices``."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        bounds = np.asarray(raw["bounds_m"], dtype=np.float32)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TopologyError(f"cannot read skin thickness bounds {path}: {err}; rebuild them with "
+                            "python -m training.skin_bounds") from err
+    if bounds.ndim != 1 or not np.all(np.isfinite(bounds)) or np.any(bounds < 0):
+        raise TopologyError(f"{path}: bounds_m must be a list of finite non-negative metres")
+    if num_vertices is not None and bounds.shape[0] != num_vertices:
+        raise TopologyError(f"{path}: {bounds.shape[0]} bounds for a mesh of {num_vertices} vertices; rebuild "
+                            "them with python -m training.skin_bounds")
+    return bounds
+
+
+class ThicknessClamp(nn.Module):
+    """Keeps every vertex's distance to the skeleton within per-vertex bounds of the template's.
+
+    A fixed layer without weights. The joints are regressed from the incoming mesh; each vertex is moved
+    along the line from its nearest skeleton point (:func:`nearest_on_skeleton`) so that its distance lies
+    in ``[rest - bound, rest + bound]``, both scaled by the mesh's hand length over the template's (so any
+    size and position works). Vertices already inside do not move. The bounds
+    (:func:`load_thickness_bounds`) are the largest deviation our hand model shows over 20,000 sampled
+    poses and shapes plus a margin, so only shapes our hand cannot make are changed, such as the pointed
+    knuckle the decoder's residual makes on tight real fists (dorsal skin 29 mm from the PIP joint, 18 mm
+    off its rest distance, where the hand model never moves it more than 4.4 mm).
+
+    Args:
+        template_vertices: ``(V, 3)`` rest mesh, metres. joint_regressor: ``(21, V)``.
+        skin_weights: ``(V, 16)``. bounds: ``(V,)`` metres at the template's hand length.
+    """
+
+    def __init__(self, template_vertices: Tensor, joint_regressor: Tensor, skin_weights: np.ndarray,
+                 bounds: np.ndarray) -> None:
+        super().__init__()
+        measure = SkinThickness(template_vertices, joint_regressor, skin_weights)
+        bounds_t = torch.as_tensor(np.asarray(bounds), dtype=torch.float32)
+        if bounds_t.shape != measure.rest_distance.shape:
+            raise ValueError(f"ThicknessClamp: bounds must be ({measure.rest_distance.shape[0]},), "
+                             f"got {tuple(bounds_t.shape)}")
+        self.register_buffer("candidates", measure.candidates.clone(), persistent=False)
+        self.register_buffer("joint_regressor", measure.joint_regressor.clone(), persistent=False)
+        self.register_buffer("low", (measure.rest_distance - bounds_t).clamp_min(0.0), persistent=False)
+        self.register_buffer("high", measure.rest_distance + bounds_t, persistent=False)
+        self.template_length = measure.template_length
+
+    def forward(self, vertices: Tensor) -> Tensor:
+        """``(B, V, 3)`` -> ``(B, V, 3)`` in the same frame and unit (metres)."""
+        dtype = vertices.dtype
+        joints = torch.einsum("jv,bvc->bjc", self.joint_regressor.to(dtype), vertices)
+        factor = (hand_length(joints - joints[:, :1]) / self.template_length).reshape(-1, 1)
+        distance, point = nearest_on_skeleton(vertices, joints, self.candidates)
+        target = torch.minimum(torch.maximum(distance, self.low.to(dtype) * factor), self.high.to(dtype) * factor)
+        return point + (vertices - point) * (target / distance.clamp_min(1e-6)).unsqueeze(-1)

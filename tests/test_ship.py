@@ -80,3 +80,8 @@ def test_the_data_recipe_lists_the_label_free_terms_and_hand_priors_used() -> No
     recipe = _fused_data_recipe({"trainer": "training.train_fused", "train_config": json.dumps(cfg)})
     assert recipe is not None
     assert recipe["surface_smoothness_terms"] == {"dihedral": 0.5, "real_fold": 0.5, "fold_margin": 0.05}
+    assert "skin_thickness_term" not in recipe
+    cfg["loss"].update(thickness=3.0)
+    recipe = _fused_data_recipe({"trainer": "training.train_fused", "train_config": json.dumps(cfg)})
+    assert recipe is not None
+    assert recipe["skin_thickness_term"]["thickness"] == 3.0 and recipe["skin_thickness_term"]["thickness_margin_m"] == 0.003

@@ -101,6 +101,10 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
         if "real_fold" in surface:
             surface["fold_margin"] = loss.get("fold_margin", 0.05)
         recipe["surface_smoothness_terms"] = surface
+    if loss.get("thickness"):
+        recipe["skin_thickness_term"] = {"thickness": loss["thickness"],
+                                         "thickness_margin_m": loss.get("thickness_margin_m", 0.003),
+                                         "rows": "every row (models.skin_thickness)"}
     if cfg.get("photo_cache"):
         recipe["real_photos"] = (f"{cfg['photo_cache']}: ../shared/real/photos through app.mediapipe_labels photos; "
                                  "about 10 % held out by file name (training.mp_data.photo_is_held_out), never trained on")
@@ -109,14 +113,16 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
 
 
 def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples: int = 1000, notes: str = "",
-         extra_reports: tuple[Path, ...] = (), surface_smoothing: int | None = None) -> Path:
+         extra_reports: tuple[Path, ...] = (), surface_smoothing: int | None = None,
+         skin_clamp: bool | None = None) -> Path:
     """Write ``out_dir/<name>.{safetensors,onnx}``, the evaluation report and the manifest; return the manifest path.
 
     ``extra_reports``: further evaluation files (e.g. ``app.evaluate_app`` JSON/markdown) copied beside the
     weights and listed in the manifest. ``surface_smoothing``: Taubin iterations written into the shipped
-    config (``models.surface_smoothing``; None keeps the checkpoint's)."""
+    config (``models.surface_smoothing``; None keeps the checkpoint's); ``skin_clamp`` likewise for the
+    skin-thickness clamp (``models.skin_thickness.ThicknessClamp``)."""
     meta = read_checkpoint_metadata(checkpoint)
-    model = load_checkpoint(checkpoint, surface_smoothing=surface_smoothing).eval()
+    model = load_checkpoint(checkpoint, surface_smoothing=surface_smoothing, skin_clamp=skin_clamp).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / f"{name}.safetensors"
     onnx_path = out_dir / f"{name}.onnx"
@@ -236,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--surface-smoothing", type=int, default=None, metavar="N",
                         help="Taubin iterations on fused meshes written into the shipped config (a fixed layer "
                              "without weights; default: the checkpoint's own)")
+    parser.add_argument("--skin-clamp", action="store_true", default=None,
+                        help="switch on the skin-thickness clamp in the shipped config (a fixed layer without "
+                             "weights; default: the checkpoint's own)")
     parser.add_argument("--extra-report", type=Path, action="append", default=[],
                         help="another evaluation file to ship and list in the manifest (repeatable)")
     args = parser.parse_args(argv)
@@ -251,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint = resolve_checkpoint(args.checkpoint, Path(tmp))
         notes = args.notes if checkpoint == args.checkpoint else f"{args.notes} (joined from the weight parts {args.checkpoint})".strip()
         manifest = ship(checkpoint, args.name, args.out_dir, args.eval_samples, notes, tuple(args.extra_report),
-                        args.surface_smoothing)
+                        args.surface_smoothing, args.skin_clamp)
     print(f"wrote {manifest}")
 
 
