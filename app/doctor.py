@@ -271,6 +271,24 @@ def check_hand_asset() -> Check:
     return Check("hand asset", "ok", f"{asset.version}, {asset.template_vertices.shape[0]} vertices, sha256 {asset.sha256[:12]}")
 
 
+def check_skin_bounds(path: Path | None = None) -> Check:
+    """Load the skin-thickness clamp's bounds (``assets/skin_thickness_bounds.json``), which the shipped
+    fused network needs in torch (its ONNX export carries them as constants)."""
+    import numpy as np
+
+    from models.errors import TopologyError
+    from models.hand.asset import HandAssetError, load_hand_asset
+    from models.skin_thickness import BOUNDS_PATH, load_thickness_bounds
+
+    where = BOUNDS_PATH if path is None else path
+    try:
+        bounds = load_thickness_bounds(where, num_vertices=len(load_hand_asset().template_vertices))
+    except (TopologyError, HandAssetError) as exc:
+        return Check("skin bounds", "fail", str(exc),
+                     "restore assets/ with `git checkout -- assets/` or run `python -m training.skin_bounds`")
+    return Check("skin bounds", "ok", f"{bounds.size} bounds, median {1000 * float(np.median(bounds)):.1f} mm")
+
+
 def run_checks(requirements_file: Path = REQUIREMENTS_FILE, probe_cameras: bool = True) -> list[Check]:
     """Run every check, in the order they are printed."""
     checks = [check_python()]
@@ -281,7 +299,7 @@ def run_checks(requirements_file: Path = REQUIREMENTS_FILE, probe_cameras: bool 
     steps: list[Callable[[], Check]] = [check_torch, check_onnxruntime, check_mediapipe_models, check_open3d, check_qt]
     if probe_cameras:
         steps.append(check_cameras)
-    steps += [check_disk, check_hand_asset, check_weights]
+    steps += [check_disk, check_hand_asset, check_skin_bounds, check_weights]
     checks += [step() for step in steps]
     return checks
 

@@ -74,10 +74,19 @@ def test_cli_json_and_nonzero_exit_when_package_missing(tmp_path: Path) -> None:
 def test_cli_table_lists_every_check() -> None:
     proc = _run_doctor()
     for name in ("python", "package torch", "torch device", "onnxruntime providers", "mediapipe hand models",
-                 "open3d", "qt platform", "free disk", "weights"):
+                 "open3d", "qt platform", "free disk", "skin bounds", "weights"):
         assert name in proc.stdout, proc.stdout
 
 
 def test_hand_asset_is_verified() -> None:
     check = doctor.check_hand_asset()
     assert check.status == "ok" and "896 vertices" in check.detail
+
+
+def test_skin_bounds_are_verified(tmp_path: Path) -> None:
+    check = doctor.check_skin_bounds()
+    assert check.status == "ok" and "896 bounds" in check.detail
+    broken = tmp_path / "bounds.json"
+    broken.write_text('{"bounds_m": [0.001]}', encoding="utf-8")
+    check = doctor.check_skin_bounds(broken)
+    assert check.status == "fail" and "1 bounds for a mesh of 896" in check.detail and "training.skin_bounds" in check.fix
