@@ -153,7 +153,12 @@ class FusedLossWeights:
 
 @dataclass(frozen=True)
 class FusedTrainConfig:
-    """One fused training run. Paths relative to the repository root unless absolute."""
+    """One fused training run. Paths relative to the repository root unless absolute.
+
+    ``skin_clamp_in_training``: keep the preset's skin-thickness clamp (``models.skin_thickness.ThicknessClamp``)
+    in the trained model. Off by default: where the clamp acts its radial gradient is zero, so it would hide
+    the decoder's spikes from the ``thickness`` term instead of teaching the decoder; it has no weights, so
+    ``training.ship --skin-clamp`` switches it on in the shipped config."""
 
     name: str = "realtime_fused"
     model_preset: str = "realtime_fused"
@@ -188,6 +193,7 @@ class FusedTrainConfig:
     log_every_steps: int = 10
     num_workers: int = 1
     seed: int = 0
+    skin_clamp_in_training: bool = False
     loss: FusedLossWeights = field(default_factory=FusedLossWeights)
 
     def resolve(self, path: str | None) -> Path | None:
@@ -546,7 +552,10 @@ class FusedTrainer:
         self.device = torch.device(device)
         self.show_progress = show_progress
         torch.manual_seed(cfg.seed)
-        self.model = M3DHMR.from_config(get_preset(cfg.model_preset)).to(self.device)
+        preset = get_preset(cfg.model_preset)
+        if preset.skin_clamp and not cfg.skin_clamp_in_training:
+            preset = dataclasses.replace(preset, skin_clamp=False)
+        self.model = M3DHMR.from_config(preset).to(self.device)
         self.warm_report: dict[str, list[str]] | None = None
         warm = cfg.resolve(cfg.warm_start_from)
         if warm is not None:
