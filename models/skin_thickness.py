@@ -122,12 +122,17 @@ class SkinThickness(nn.Module):
         distance = skeleton_distance(vertices_unit, joints, self.candidates)
         return (distance - self.rest_distance.to(distance.dtype)).abs()
 
+    def joints_and_size(self, vertices: Tensor) -> tuple[Tensor, Tensor]:
+        """``(joints (B, 21, 3), size (B,))`` of ``(B, V, 3)`` meshes: the joints regressed from them and
+        their hand length over the template's (``models.mediapipe_frame.hand_length``)."""
+        joints = torch.einsum("jv,bvc->bjc", self.joint_regressor.to(vertices.dtype), vertices)
+        return joints, hand_length(joints - joints[:, :1]) / self.template_length
+
     def deviation_any_size(self, vertices: Tensor) -> Tensor:
         """:meth:`deviation` of ``(B, V, 3)`` meshes in any frame, position and size: each is made
         wrist-relative and scaled to the template's hand length first."""
-        joints = torch.einsum("jv,bvc->bjc", self.joint_regressor.to(vertices.dtype), vertices)
-        factor = self.template_length / hand_length(joints - joints[:, :1]).clamp_min(1e-6)
-        return self.deviation((vertices - joints[:, :1]) * factor.reshape(-1, 1, 1))
+        joints, size = self.joints_and_size(vertices)
+        return self.deviation((vertices - joints[:, :1]) / size.clamp_min(1e-6 / self.template_length).reshape(-1, 1, 1))
 
     def loss(self, vertices_unit: Tensor, margin_m: float, scale_m: float) -> Tensor:
         """Scalar: mean over vertices and rows of ``relu(deviation - margin_m) / scale_m``. Zero when every
@@ -174,22 +179,19 @@ class ThicknessClamp(nn.Module):
     def __init__(self, template_vertices: Tensor, joint_regressor: Tensor, skin_weights: np.ndarray,
                  bounds: np.ndarray) -> None:
         super().__init__()
-        measure = SkinThickness(template_vertices, joint_regressor, skin_weights)
+        self.measure = SkinThickness(template_vertices, joint_regressor, skin_weights)
+        rest = self.measure.rest_distance
         bounds_t = torch.as_tensor(np.asarray(bounds), dtype=torch.float32)
-        if bounds_t.shape != measure.rest_distance.shape:
-            raise ValueError(f"ThicknessClamp: bounds must be ({measure.rest_distance.shape[0]},), "
-                             f"got {tuple(bounds_t.shape)}")
-        self.register_buffer("candidates", measure.candidates.clone(), persistent=False)
-        self.register_buffer("joint_regressor", measure.joint_regressor.clone(), persistent=False)
-        self.register_buffer("low", (measure.rest_distance - bounds_t).clamp_min(0.0), persistent=False)
-        self.register_buffer("high", measure.rest_distance + bounds_t, persistent=False)
-        self.template_length = measure.template_length
+        if bounds_t.shape != rest.shape:
+            raise ValueError(f"ThicknessClamp: bounds must be ({rest.shape[0]},), got {tuple(bounds_t.shape)}")
+        self.register_buffer("low", (rest - bounds_t).clamp_min(0.0), persistent=False)
+        self.register_buffer("high", rest + bounds_t, persistent=False)
 
     def forward(self, vertices: Tensor) -> Tensor:
         """``(B, V, 3)`` -> ``(B, V, 3)`` in the same frame and unit (metres)."""
         dtype = vertices.dtype
-        joints = torch.einsum("jv,bvc->bjc", self.joint_regressor.to(dtype), vertices)
-        factor = (hand_length(joints - joints[:, :1]) / self.template_length).reshape(-1, 1)
-        distance, point = nearest_on_skeleton(vertices, joints, self.candidates)
+        joints, size = self.measure.joints_and_size(vertices)
+        factor = size.reshape(-1, 1)
+        distance, point = nearest_on_skeleton(vertices, joints, self.measure.candidates)
         target = torch.minimum(torch.maximum(distance, self.low.to(dtype) * factor), self.high.to(dtype) * factor)
         return point + (vertices - point) * (target / distance.clamp_min(1e-6)).unsqueeze(-1)
