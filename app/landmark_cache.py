@@ -281,73 +281,6 @@ def record_landmark_cache(
 # ------------------------------------------------------------------------------------------------ replay
 
 
-class RunnerBackend:
-    """A mesh backend (``app.backends.base.MeshBackend``) on a :mod:`models.inference_runners` runner.
-
-    One runner per batch size (CUDA graphs and compiled calls are shape-specialised); :meth:`prepare`
-    builds them ahead of the timed frames.
-    """
-
-    def __init__(self, model: Any, device: str, mode: str = "eager", precision: str = "fp32",
-                 compile_backend: str = "inductor") -> None:
-        import torch
-
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.mode, self.precision, self.compile_backend = mode, precision, compile_backend
-        self.config = model.config
-        self.asset_sha256 = model.asset_sha256
-        self.crop_size = model.crop_size
-        self.faces = np.asarray(model.faces, np.int64)
-        self.num_vertices = int(model.decoder.template.shape[0])
-        self.name = f"torch-{self.device.type}-{mode}-{precision}"
-        self._runners: dict[int, Any] = {}
-        self.prepare_s: dict[int, float] = {}
-
-    def _inputs(self, crops_rgb: np.ndarray, k_virt: np.ndarray, virt_to_cam: np.ndarray,
-                external: np.ndarray | None) -> tuple[Any, ...]:
-        import torch
-
-        from models.config import crops_to_network_input
-
-        b = crops_rgb.shape[0]
-        dev = self.device
-        ext = np.zeros((b, NUM_LANDMARKS, 2), np.float32) if external is None else np.asarray(external, np.float32)
-        mask = np.zeros((b,), np.float32) if external is None else np.ones((b,), np.float32)
-        return (torch.from_numpy(crops_to_network_input(crops_rgb)).to(dev),
-                torch.as_tensor(np.asarray(k_virt, np.float32), device=dev),
-                torch.as_tensor(np.asarray(virt_to_cam, np.float32), device=dev),
-                torch.from_numpy(ext).to(dev), torch.from_numpy(mask).to(dev))
-
-    def _runner(self, inputs: tuple[Any, ...]) -> Any:
-        from models.inference_runners import make_runner
-
-        batch = int(inputs[0].shape[0])
-        if batch not in self._runners:
-            runner = make_runner(self.model, self.mode, self.precision, inputs, compile_backend=self.compile_backend)
-            self._runners[batch] = runner
-            self.prepare_s[batch] = runner.prepare_s
-        return self._runners[batch]
-
-    def prepare(self, batches: Sequence[int]) -> None:
-        """Build the runners of these batch sizes now (graph capture, compilation) on plausible inputs."""
-        from models.inference_runners import example_inputs
-
-        for b in batches:
-            if b > 0:
-                self._runner(example_inputs(b, self.crop_size, self.device))
-
-    def infer(self, request: Any) -> Any:
-        from app.backends.base import RESULT_FIELDS, BackendResult
-
-        request.validate(self.crop_size)
-        if request.batch_size == 0:
-            return BackendResult.empty(self.num_vertices)
-        inputs = self._inputs(request.crops_rgb, request.K_virt, request.virt_to_cam, request.joints_2d_external)
-        out = self._runner(inputs)(inputs)
-        return BackendResult.from_arrays({name: out[name].cpu().numpy() for name in RESULT_FIELDS})
-
-
 def _decode(video: Path, max_frames: int | None) -> list[tuple[Any, float]]:
     from app.sources import VideoFileSource
 
@@ -373,9 +306,14 @@ def replay_benchmark(
     warmup_frames: int = 10,
     max_frames: int | None = None,
     compile_backend: str = "inductor",
+    cue: str | None = None,
+    depth_ensemble: bool = True,
 ) -> dict[str, Any]:
-    """The live pipeline (:class:`app.pipeline.HandPipeline`, 2D cue = the cached MediaPipe landmarks) on
-    the clip, once per (mode, precision) variant; per-stage p50/p95 ms and FPS estimates.
+    """The live pipeline (:class:`app.pipeline.HandPipeline`, MediaPipe replaced by the cached landmarks)
+    on the clip, once per (mode, precision) variant; per-stage p50/p95 ms and FPS estimates.
+
+    ``cue``: the app's cue (default: ``fused`` for a fused model when the cache has 3D landmarks, as the app
+    runs it, else ``mediapipe``); ``depth_ensemble`` as ``PipelineOptions`` (the app's default: on).
 
     ``detect`` in the pipeline's timings is the cache replay (lookup, undistortion, tracking), not
     MediaPipe: the detector's cost is the cache's recorded ``detect`` time, reported separately as
@@ -383,8 +321,17 @@ def replay_benchmark(
     the rest), ``fps_overlapped`` = 1000 / max(read + detector, the rest) (the app's headless default
     overlaps detection of frame n+1 with the network of frame n).
     """
+    from app.backends.torch_backend import TorchBackend
     from app.pipeline import HandPipeline, PipelineOptions
 
+    fused_model = bool(getattr(model.config, "fused_cue", False))
+    if cue is None:
+        cue = "fused" if fused_model and cache.has_world else "mediapipe"
+    if cue == "fused" and not cache.has_world:
+        raise LandmarkCacheError(f"{cache.path} holds no 3D landmarks (a recording JSONL?); the fused cue needs "
+                                 "a cache written by python -m app.landmark_cache record")
+    options = PipelineOptions(max_hands=2, cue=cue, depth_ensemble=depth_ensemble)
+    ensemble = cue == "fused" and depth_ensemble and fused_model
     frames = _decode(video, max_frames)
     if len(frames) <= warmup_frames:
         raise LandmarkCacheError(f"{video} gave {len(frames)} frames; need more than the {warmup_frames} warm-up frames")
@@ -401,9 +348,9 @@ def replay_benchmark(
     for mode, precision in variants:
         key = f"{mode}:{precision}"
         try:
-            backend = RunnerBackend(model, device, mode, precision, compile_backend)
-            backend.prepare(hands_per_frame)
-            pipeline = HandPipeline(backend, intrinsics=intrinsics, options=PipelineOptions(max_hands=2, cue="mediapipe"),
+            backend = TorchBackend(model, device, mode, precision, compile_backend)
+            backend.prepare(hands_per_frame, ensemble=ensemble)
+            pipeline = HandPipeline(backend, intrinsics=intrinsics, options=options,
                                     detector=CachedDetector(cache))  # type: ignore[arg-type]
         except Exception as err:  # one variant failing (e.g. graphs without CUDA) must not stop the others
             runs[key] = {"status": f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"}
@@ -429,6 +376,7 @@ def replay_benchmark(
         row: dict[str, Any] = {
             "status": "ok",
             "backend": backend.name,
+            "fallback": backend.fallback_reason,
             "prepare_s": {str(b): round(s, 2) for b, s in backend.prepare_s.items()},
             "frames": len(totals),
             "hands_per_frame_mean": hands / max(len(totals), 1),
@@ -447,7 +395,7 @@ def replay_benchmark(
         "cache_has_3d_landmarks": cache.has_world,
         "frames_decoded": len(frames),
         "warmup_frames": warmup_frames,
-        "cue": "mediapipe (cached 2D landmarks)",
+        "cue": cue + (" with the depth ensemble" if ensemble else "") + " (cached MediaPipe landmarks)",
         "read_ms": read,
         "cpu_detector_ms": {**detector, "source": "recorded in the cache", "detector": cache.header.get("detector", "unknown (recording JSONL)"),
                             "machine": cache.header.get("machine", "unknown (recording JSONL)")},
@@ -504,6 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--frames", type=int, default=None, help="decode at most this many frames")
     rep.add_argument("--compile-backend", default="inductor")
     rep.add_argument("--json", type=Path, default=None, help="write the report here")
+    rep.add_argument("--cue", choices=("fused", "mediapipe", "network"), default=None,
+                     help="the app's cue (default: fused for a fused model when the cache has 3D landmarks)")
+    rep.add_argument("--no-depth-ensemble", action="store_true", help="the fused cue's own DGP depth, one row per hand")
     args = parser.parse_args(argv)
     if args.command == "record":
         header = record_landmark_cache(args.source, args.out, max_hands=args.max_hands, hfov_deg=args.hfov,
@@ -531,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     default = ["eager:fp32", "eager:bf16", "graphs:bf16"] if device.startswith("cuda") else ["eager:fp32"]
     variants = [_parse_variant(v) for v in (args.variants or default)]
     report = replay_benchmark(cache, Path(video), model, device, variants, warmup_frames=args.warmup,
-                              max_frames=args.frames, compile_backend=args.compile_backend)
+                              max_frames=args.frames, compile_backend=args.compile_backend, cue=args.cue,
+                              depth_ensemble=not args.no_depth_ensemble)
     report["weights"] = str(args.weights or f"untrained {args.preset}")
     report["device"] = device
     if device.startswith("cuda"):

@@ -143,7 +143,6 @@ class HandPipeline:
         self.detector = detector or self._make_detector(options)
         self.tracker = HandTracker(smoothing=options.smoothing)
         self.faces_right = np.asarray(backend.faces, dtype=np.int64)
-        self.backend_name = backend_description(backend)
         self.hands_dropped = 0
         """Hands dropped so far because the network's output was non-finite or impossible (see ``implausible_hands``)."""
 
@@ -200,6 +199,11 @@ class HandPipeline:
     def detect(self, bgr: np.ndarray, t: float) -> list[HandDetection]:
         """MediaPipe detections of one (unmirrored) BGR frame."""
         return self.detector.detect(bgr, t)
+
+    @property
+    def backend_name(self) -> str:
+        """The backend's current name (a torch backend whose CUDA graph capture failed renames itself eager)."""
+        return backend_description(self.backend)
 
     def process(self, frame: Frame) -> FrameResult:
         """Run every stage on one frame and return its immutable result."""

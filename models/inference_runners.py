@@ -12,29 +12,35 @@ Precisions (``PRECISIONS``): ``fp32`` (no autocast), ``bf16`` and ``fp16`` (``to
 whole call, as training runs it; outputs are cast back to float32). Autocast runs with
 ``cache_enabled=False``, which CUDA graph capture requires.
 
-Every runner takes the flat inputs of :func:`example_inputs` (the ONNX graph's inputs: crops ``(B,3,S,S)``
-RGB in [0, 1], ``K_virt (B,3,3)``, ``virt_to_cam (B,3,3)``, ``joints_2d_external (B,21,2)`` crop px,
-``external_mask (B,)`` float, 1 = use the external joints) and returns a dict of ``RUNNER_OUTPUTS``.
-Outputs of ``graphs``/``compile-graphs`` runners live in static buffers that the next call overwrites:
-copy what you keep.
+Every runner takes the exported graph's inputs, in the order of
+``models.export_onnx.input_names_for(config)`` (:func:`example_inputs` builds them; the app's
+``BackendRequest.network_feeds`` gives them for real hands): crops ``(B,3,S,S)`` RGB in [0, 1], ``K_virt
+(R,3,3)``, ``virt_to_cam (R,3,3)``, ``joints_2d_external (R,21,2)`` crop px, ``external_mask (R,)``, then for
+fused models ``landmarks_3d (R,21,3)`` m and ``landmarks_3d_mask (R,)``, for scale models ``hand_length (R,)``
+m and ``hand_length_mask (R,)``, and ``crop_index (R,)`` int64 (row r reads crop ``crop_index[r]``). It
+returns a dict of the graph's outputs (``models.export_onnx.output_names_for(config)``; ``RUNNER_OUTPUTS``
+first). Outputs of ``graphs``/``compile-graphs`` runners live in static buffers that the next call
+overwrites: copy what you keep.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from models.config import NUM_JOINTS
-from models.export_onnx import OUTPUT_NAMES
+from models import export_onnx
+from models.config import NUM_JOINTS, M3DHMRConfig
+from models.export_onnx import OUTPUT_NAMES, ExportWrapper, hand_like_joints, input_names_for
 from models.m3dhmr import M3DHMR
 
 MODES: tuple[str, ...] = ("eager", "graphs", "compile", "compile-graphs")
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 RUNNER_OUTPUTS: tuple[str, ...] = OUTPUT_NAMES
-"""The ONNX graph's base outputs, same names and order (``models.export_onnx.OUTPUT_NAMES``)."""
+"""The ONNX graph's base outputs, same names and order (``models.export_onnx.OUTPUT_NAMES``); scale models
+add ``hand_length_pred`` and ``hand_length_used``."""
 
 
 class RunnerError(RuntimeError):
@@ -42,68 +48,73 @@ class RunnerError(RuntimeError):
 
 
 class NetworkCall(nn.Module):
-    """Flat-tensor call of :class:`M3DHMR` under an optional autocast; float outputs returned as float32."""
+    """Flat-tensor call of :class:`M3DHMR` (the exported graph's inputs and outputs,
+    ``models.export_onnx.ExportWrapper``) under an optional autocast; float outputs returned as float32."""
 
     def __init__(self, model: M3DHMR, precision: str = "fp32") -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise RunnerError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
-        self.model = model
+        if model.config is None:
+            raise RunnerError("the model has no config; build it with M3DHMR.from_config or load_checkpoint")
+        self.wrapper = ExportWrapper(model)
         self.precision = precision
 
-    def forward(
-        self, crops: Tensor, K_virt: Tensor, virt_to_cam: Tensor, joints_2d_external: Tensor, external_mask: Tensor
-    ) -> dict[str, Tensor]:
+    def forward(self, *inputs: Tensor) -> dict[str, Tensor]:
         dtype = PRECISIONS[self.precision]
-        with torch.autocast(device_type=crops.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
+        with torch.autocast(device_type=inputs[0].device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
                             cache_enabled=False):
-            out = self.model(crops, K_virt, joints_2d_external=joints_2d_external, external_mask=external_mask,
-                             virt_to_cam=virt_to_cam)
-        result = {}
-        for name in RUNNER_OUTPUTS:
-            value = getattr(out, name)
-            result[name] = value.float() if value.is_floating_point() else value
-        return result
+            outputs = self.wrapper(*inputs)
+        return {name: value.float() if value.is_floating_point() else value
+                for name, value in zip(self.wrapper.output_names, outputs)}
 
 
-def example_inputs(batch: int, crop_size: int, device: torch.device | str, seed: int = 0,
-                   crops: Tensor | None = None) -> tuple[Tensor, ...]:
-    """Inputs of one call for ``batch`` hands: random crops (or the given ``(B,3,S,S)`` crops), a centred
-    ``K_virt`` with focal 2.5 S, identity ``virt_to_cam`` and external joints on a plausible hand-sized grid
-    (random, not zeros: never time on zeros)."""
-    generator = torch.Generator().manual_seed(seed + batch)
-    s = crop_size
-    focal, centre = 2.5 * s, (s - 1) / 2.0
-    k_virt = torch.tensor([[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]]).expand(batch, 3, 3).contiguous()
-    if crops is None:
-        crops = torch.rand(batch, 3, s, s, generator=generator)
-    joints = centre + (torch.rand(batch, NUM_JOINTS, 2, generator=generator) - 0.5) * (0.6 * s)
-    return (
-        crops.to(device).contiguous(),
-        k_virt.to(device),
-        torch.eye(3).expand(batch, 3, 3).contiguous().to(device),
-        joints.to(device),
-        torch.ones(batch, device=device),
-    )
+def example_inputs(config: M3DHMRConfig, hands: int, device: torch.device | str, seed: int = 0,
+                   crops: Tensor | None = None, ensemble: bool = False) -> tuple[Tensor, ...]:
+    """Inputs of one call for ``hands`` hands as the app feeds its default cue (``input_names_for(config)``
+    order): random crops (or the given ``(hands,3,S,S)`` crops; never time on zeros), a centred ``K_virt``
+    with focal 2.5 S, identity ``virt_to_cam``, a hand-like fan of external 2D joints, random hand-sized
+    landmarks, the hand length left to the network. Every row uses the external joints and, on fused
+    models, the landmarks. ``ensemble``: three rows per hand reading its crop (fused, 2D only, image only:
+    ``app.pipeline.infer_with_depth_ensemble``)."""
+    generator = torch.Generator().manual_seed(seed + hands)
+    s = config.crop_size
+    rows = 3 * hands if ensemble else hands
+    named = dict(zip(input_names_for(config), export_onnx.example_inputs(rows, s, config, crops=hands)))
+    named["crops"] = torch.rand(hands, 3, s, s, generator=generator) if crops is None else crops
+    named["joints_2d_external"] = hand_like_joints(rows, s) + (torch.rand(rows, NUM_JOINTS, 2, generator=generator) - 0.5)
+    named["external_mask"] = torch.ones(rows)
+    if "landmarks_3d" in named:
+        named["landmarks_3d"] = (torch.rand(rows, NUM_JOINTS, 3, generator=generator) - 0.5) * 0.15
+        named["landmarks_3d_mask"] = torch.ones(rows)
+    named["crop_index"] = torch.arange(rows, dtype=torch.int64) % hands
+    if ensemble:
+        named["external_mask"] = torch.tensor([1.0, 1.0, 0.0]).repeat_interleave(hands)
+        if "landmarks_3d_mask" in named:
+            named["landmarks_3d_mask"] = torch.tensor([1.0, 0.0, 0.0]).repeat_interleave(hands)
+    return tuple(named[name].to(device).contiguous() for name in input_names_for(config))
 
 
 @dataclass
 class Runner:
-    """A prepared network call: ``runner(inputs) -> dict of RUNNER_OUTPUTS``.
+    """A prepared network call: ``runner(inputs) -> dict of the graph's outputs``.
 
-    ``prepare_s``: seconds spent preparing (graph capture, compilation with its first calls).
+    ``batch``: crops per call; ``shapes``: the input shapes it was prepared for (every call must match
+    them); ``prepare_s``: seconds spent preparing (graph capture, compilation with its first calls).
     """
 
     mode: str
     precision: str
     batch: int
+    shapes: tuple[tuple[int, ...], ...]
     device: torch.device
     prepare_s: float
     _call: Callable[[tuple[Tensor, ...]], dict[str, Tensor]]
 
     def __call__(self, inputs: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        if inputs[0].shape[0] != self.batch:
-            raise RunnerError(f"this {self.mode} runner was prepared for batch {self.batch}, got {inputs[0].shape[0]}")
+        shapes = tuple(tuple(t.shape) for t in inputs)
+        if shapes != self.shapes:
+            raise RunnerError(f"this {self.mode} runner was prepared for inputs of shapes {self.shapes}, got {shapes}")
         return self._call(inputs)
 
 
@@ -121,7 +132,7 @@ def make_runner(
     compile_backend: str = "inductor",
     warmup: int = 3,
 ) -> Runner:
-    """Prepare ``model`` (eval mode, on the inputs' device) for ``mode``/``precision`` at the batch of ``example``.
+    """Prepare ``model`` (eval mode, on the inputs' device) for ``mode``/``precision`` at the shapes of ``example``.
 
     Raises:
         RunnerError: unknown mode/precision, or ``graphs``/``compile-graphs`` without CUDA.
@@ -133,13 +144,14 @@ def make_runner(
         raise RunnerError(f"{mode} needs a CUDA device (inputs are on {device})")
     call = NetworkCall(model.eval(), precision).eval()
     batch = int(example[0].shape[0])
+    shapes = tuple(tuple(t.shape) for t in example)
     t0 = time.perf_counter()
     if mode == "eager":
         def run_eager(inputs: tuple[Tensor, ...]) -> dict[str, Tensor]:
             with torch.inference_mode():
                 return call(*inputs)
 
-        return Runner(mode, precision, batch, device, 0.0, run_eager)
+        return Runner(mode, precision, batch, shapes, device, 0.0, run_eager)
     if mode == "graphs":
         static = tuple(t.clone() for t in example)
         stream = torch.cuda.Stream(device)
@@ -159,7 +171,7 @@ def make_runner(
             graph.replay()
             return static_out
 
-        return Runner(mode, precision, batch, device, time.perf_counter() - t0, run_graph)
+        return Runner(mode, precision, batch, shapes, device, time.perf_counter() - t0, run_graph)
     options = {"mode": "reduce-overhead"} if mode == "compile-graphs" else {}
     compiled = torch.compile(call, backend=compile_backend, dynamic=False, fullgraph=False, **options)
 
@@ -170,4 +182,4 @@ def make_runner(
     for _ in range(max(warmup, 1)):  # the first call compiles; reduce-overhead records its graph on later ones
         run_compiled(example)
     _sync(device)
-    return Runner(mode, precision, batch, device, time.perf_counter() - t0, run_compiled)
+    return Runner(mode, precision, batch, shapes, device, time.perf_counter() - t0, run_compiled)

@@ -86,6 +86,8 @@ class LandmarkSkinning(nn.Module):
             else:
                 frames.append(_frame(t_joints[pivot + 1] - t_joints[pivot], dorsal))
         self.register_buffer("template_frames", torch.stack(frames), persistent=False)
+        self.register_buffer("dorsal", dorsal.float(), persistent=False)  # on the device: no host copy per call
+        self.register_buffer("pivot_index", torch.tensor(BONE_JOINTS, dtype=torch.int64), persistent=False)
 
     @staticmethod
     def from_asset(asset: object) -> LandmarkSkinning:
@@ -98,7 +100,7 @@ class LandmarkSkinning(nn.Module):
     def bone_rotations(self, landmarks: Tensor) -> Tensor:
         """Global rotation ``(B, 16, 3, 3)`` of every bone (template frame -> landmark frame)."""
         frames0 = self.template_frames.to(landmarks.dtype)
-        dorsal = torch.tensor(DORSAL, dtype=landmarks.dtype, device=landmarks.device).expand(landmarks.shape[0], 3)
+        dorsal = self.dorsal.to(landmarks.dtype).expand(landmarks.shape[0], 3)
         rotations: list[Tensor] = []
         for b, pivot in enumerate(BONE_JOINTS):
             parent = BONE_PARENTS[b]
@@ -126,8 +128,8 @@ class LandmarkSkinning(nn.Module):
         if self.use_chain:
             landmarks = self.chain(landmarks)
         rotations = self.bone_rotations(landmarks)  # (B, 16, 3, 3)
-        pivots0 = self.template_joints.to(landmarks.dtype)[list(BONE_JOINTS)]  # (16, 3)
-        pivots = landmarks[:, list(BONE_JOINTS)]  # (B, 16, 3)
+        pivots0 = self.template_joints.to(landmarks.dtype).index_select(0, self.pivot_index)  # (16, 3)
+        pivots = landmarks.index_select(1, self.pivot_index)  # (B, 16, 3)
         offsets = pivots - (rotations @ pivots0.unsqueeze(-1)).squeeze(-1)  # (B, 16, 3)
         weights = self.skin_weights.to(landmarks.dtype)
         blended_rot = torch.einsum("vb,nbij->nvij", weights, rotations)

@@ -204,7 +204,9 @@ class M3DHMR(nn.Module):
             return
         if crop_index.ndim != 1 or crop_index.dtype not in (torch.int32, torch.int64):
             raise InputShapeError(f"crop_index must be (R,) integers, got {tuple(crop_index.shape)} {crop_index.dtype}")
-        if len(crop_index) and (int(crop_index.min()) < 0 or int(crop_index.max()) >= crops.shape[0]):
+        # values are read on the CPU only: on a GPU the read would stall every call and break CUDA graph
+        # capture, and index_select checks the range there itself
+        if len(crop_index) and not crop_index.is_cuda and (int(crop_index.min()) < 0 or int(crop_index.max()) >= crops.shape[0]):
             raise InputShapeError(f"crop_index values must lie in [0, {crops.shape[0]}), got {crop_index.tolist()}")
         if k_virt.shape != (crop_index.shape[0], 3, 3):
             raise InputShapeError(f"K_virt must be (R, 3, 3) with R={crop_index.shape[0]} rows, got {tuple(k_virt.shape)}")

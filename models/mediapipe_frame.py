@@ -45,8 +45,10 @@ def hand_length(joints: Array) -> Array:
     """Hand length ``(*,)``: summed bone lengths wrist -> middle MCP -> PIP -> DIP -> tip of ``joints
     (*, 21, 3)``, in the joints' unit. Pose-invariant; for a flat hand it is the anthropometric hand length
     (wrist crease to the middle fingertip), about 0.17-0.20 m for adults."""
+    if isinstance(joints, torch.Tensor):  # integer views, not a list index: no host-to-device copy (CUDA graphs)
+        chain = torch.stack([joints[..., j, :] for j in MIDDLE_CHAIN], dim=-2)
+        bones = chain[..., 1:, :] - chain[..., :-1, :]
+        return (bones * bones).sum(dim=-1).clamp_min(1e-12).sqrt().sum(dim=-1)
     chain = joints[..., list(MIDDLE_CHAIN), :]
     bones = chain[..., 1:, :] - chain[..., :-1, :]
-    if isinstance(bones, torch.Tensor):
-        return (bones * bones).sum(dim=-1).clamp_min(1e-12).sqrt().sum(dim=-1)
     return np.linalg.norm(bones, axis=-1).sum(axis=-1)

@@ -66,11 +66,15 @@ def candidate_segments(skin_weights: np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64)
 
 
-def nearest_on_skeleton(vertices: Tensor, joints: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
+def nearest_on_skeleton(vertices: Tensor, joints: Tensor, candidates: Tensor,
+                        segments: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Each vertex's nearest point on its candidate segments: ``(distance (B, V), point (B, V, 3))``, in
     the inputs' unit and frame. ``vertices (B, V, 3)``, ``joints (B, 21, 3)``; ``candidates (V, K)`` from
-    :func:`candidate_segments`. Gathers, clamps and an argmin only, so it exports to ONNX."""
-    segments = torch.as_tensor(SEGMENTS, device=joints.device)
+    :func:`candidate_segments`; ``segments (20, 2)`` int64 :data:`SEGMENTS` already on the joints' device
+    (modules keep it as a buffer: building it here copies from the host, which a CUDA graph cannot
+    capture). Gathers, clamps and an argmin only, so it exports to ONNX."""
+    if segments is None:
+        segments = torch.as_tensor(SEGMENTS, device=joints.device)
     start = joints[:, segments[:, 0]][:, candidates]
     along = joints[:, segments[:, 1]][:, candidates] - start
     offset = vertices.unsqueeze(2) - start
@@ -82,9 +86,9 @@ def nearest_on_skeleton(vertices: Tensor, joints: Tensor, candidates: Tensor) ->
     return torch.gather(distances, 2, nearest).squeeze(2), point
 
 
-def skeleton_distance(vertices: Tensor, joints: Tensor, candidates: Tensor) -> Tensor:
+def skeleton_distance(vertices: Tensor, joints: Tensor, candidates: Tensor, segments: Tensor | None = None) -> Tensor:
     """``(B, V)`` distance of each vertex to the nearest of its candidate segments (:func:`nearest_on_skeleton`)."""
-    return nearest_on_skeleton(vertices, joints, candidates)[0]
+    return nearest_on_skeleton(vertices, joints, candidates, segments)[0]
 
 
 class SkinThickness(nn.Module):
@@ -102,6 +106,7 @@ class SkinThickness(nn.Module):
         regressor = joint_regressor.detach().float()
         rest = skeleton_distance(template.unsqueeze(0), (regressor @ template).unsqueeze(0), candidates)[0]
         self.register_buffer("candidates", candidates, persistent=False)
+        self.register_buffer("segments", torch.as_tensor(SEGMENTS, dtype=torch.int64), persistent=False)
         self.register_buffer("joint_regressor", regressor.clone(), persistent=False)
         self.register_buffer("rest_distance", rest, persistent=False)
         self.template_length = float(hand_length((regressor @ template).unsqueeze(0))[0])
@@ -119,7 +124,7 @@ class SkinThickness(nn.Module):
         ``vertices_unit (B, V, 3)``, a wrist-relative mesh at the template's hand length). The joints are
         regressed from the same mesh, so the measure needs nothing but the mesh."""
         joints = torch.einsum("jv,bvc->bjc", self.joint_regressor.to(vertices_unit.dtype), vertices_unit)
-        distance = skeleton_distance(vertices_unit, joints, self.candidates)
+        distance = skeleton_distance(vertices_unit, joints, self.candidates, self.segments)
         return (distance - self.rest_distance.to(distance.dtype)).abs()
 
     def joints_and_size(self, vertices: Tensor) -> tuple[Tensor, Tensor]:
@@ -192,6 +197,6 @@ class ThicknessClamp(nn.Module):
         dtype = vertices.dtype
         joints, size = self.measure.joints_and_size(vertices)
         factor = size.reshape(-1, 1)
-        distance, point = nearest_on_skeleton(vertices, joints, self.measure.candidates)
+        distance, point = nearest_on_skeleton(vertices, joints, self.measure.candidates, self.measure.segments)
         target = torch.minimum(torch.maximum(distance, self.low.to(dtype) * factor), self.high.to(dtype) * factor)
         return point + (vertices - point) * (target / distance.clamp_min(1e-6)).unsqueeze(-1)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -114,16 +115,96 @@ def test_out_folder_keeps_to_eight_files_and_64_mib(tmp_path: Path) -> None:
 
 
 def test_runners_match_the_model_and_refuse_graphs_without_cuda(tiny_model: M3DHMR) -> None:
-    inputs = example_inputs(2, tiny_model.crop_size, "cpu")
-    out = make_runner(tiny_model, "eager", "fp32", inputs)(inputs)
+    assert tiny_model.config is not None
+    inputs = example_inputs(tiny_model.config, 2, "cpu")
+    runner = make_runner(tiny_model, "eager", "fp32", inputs)
+    out = runner(inputs)
     assert tuple(out) == RUNNER_OUTPUTS
     with torch.inference_mode():
         ref = tiny_model(inputs[0], inputs[1], joints_2d_external=inputs[3], virt_to_cam=inputs[2])
     assert torch.allclose(out["joints_cam"], ref.joints_cam) and torch.equal(out["dgp_degenerate"], ref.dgp_degenerate)
+    with pytest.raises(RunnerError, match="shapes"):
+        runner(example_inputs(tiny_model.config, 3, "cpu"))
     bf16 = make_runner(tiny_model, "eager", "bf16", inputs)(inputs)
     assert bf16["vertices_cam"].dtype == torch.float32 and torch.isfinite(bf16["vertices_rel"]).all()
     with pytest.raises(RunnerError, match="CUDA"):
         make_runner(tiny_model, "graphs", "fp32", inputs)
+
+
+def _plain_call(model: M3DHMR, request: Any) -> dict[str, np.ndarray]:
+    """The network called directly on a request, absent inputs passed as None (no zero-filled, masked inputs)."""
+    def t(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.as_tensor(np.asarray(a, np.float32))
+
+    with torch.inference_mode():
+        out = model(torch.from_numpy(request.crops_rgb).permute(0, 3, 1, 2).float() / 255.0, t(request.K_virt),
+                    joints_2d_external=t(request.joints_2d_external), virt_to_cam=t(request.virt_to_cam),
+                    landmarks_3d=t(request.landmarks_3d), hand_length_given=t(request.hand_length_m),
+                    external_mask=None if request.external_rows is None else t(request.external_rows),
+                    landmarks_3d_mask=None if request.landmarks_rows is None else t(request.landmarks_rows),
+                    crop_index=None if request.crop_index is None else torch.as_tensor(request.crop_index))
+    return {"vertices_cam": out.vertices_cam.numpy(), "joints_cam": out.joints_cam.numpy(),
+            "hand_length": out.hand_length_used.numpy()}
+
+
+def test_torch_backend_runners_give_the_plain_call_outputs_for_every_cue_and_the_ensemble() -> None:
+    """The torch backend feeds the exported graph's inputs (zeros under a 0 mask where a cue is absent) to
+    a prepared runner (eager here; CUDA graphs or compiled calls on a GPU) and gets what the network's plain
+    call gives for the fused cue, 2D only, image only, a given hand length, and the depth ensemble's three
+    rows per crop; one runner serves every input shape, whatever the masks."""
+    from app.backends.base import BackendRequest
+    from app.backends.torch_backend import TorchBackend
+    from app.pipeline import infer_with_depth_ensemble
+    from models.export_onnx import hand_like_joints
+
+    torch.manual_seed(0)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in TINY_MODEL.items()}
+    model = M3DHMR.from_config(dataclasses.replace(get_preset("realtime_fused"), **values)).eval()
+    s, b = model.crop_size, 2
+    rng = np.random.default_rng(0)
+    k_virt = np.tile(np.array([[2.5 * s, 0, s / 2], [0, 2.5 * s, s / 2], [0, 0, 1]], np.float32), (b, 1, 1))
+    base = {"crops_rgb": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8), "K_virt": k_virt,
+            "virt_to_cam": np.tile(np.diag([-1.0, 1.0, 1.0]).astype(np.float32), (b, 1, 1))}
+    joints = hand_like_joints(b, s).numpy()
+    landmarks = ((rng.random((b, 21, 3)) - 0.5) * 0.1).astype(np.float32)
+    requests = {
+        "fused": BackendRequest(**base, joints_2d_external=joints, landmarks_3d=landmarks),
+        "mediapipe": BackendRequest(**base, joints_2d_external=joints),
+        "network": BackendRequest(**base),
+        "size given": BackendRequest(**base, joints_2d_external=joints, landmarks_3d=landmarks,
+                                     hand_length_m=np.full(b, 0.17, np.float32)),
+    }
+    backend = TorchBackend(model, "cpu")
+    assert backend.mode == "eager" and backend.name == "torch-cpu"
+    for cue, request in requests.items():
+        ours, plain = backend.infer(request), _plain_call(model, request)
+        for name, value in plain.items():
+            assert np.allclose(getattr(ours, name), value, rtol=1e-4, atol=1e-5), (cue, name)  # an untrained DGP solve puts it metres away
+    ensemble = infer_with_depth_ensemble(backend, requests["fused"])
+    assert np.isfinite(ensemble.vertices_cam).all() and ensemble.vertices_cam.shape == (b, backend.num_vertices, 3)
+    backend.prepare([1, 2], ensemble=True)
+    assert sorted(backend.prepare_s) == ["1 crops, 3 rows", "2 crops, 2 rows", "2 crops, 6 rows"]
+    with pytest.raises(ValueError, match="mode"):
+        TorchBackend(model, "cpu", mode="warp")
+
+
+def test_torch_backend_falls_back_to_eager_when_a_mode_cannot_run_here() -> None:
+    """CUDA graphs asked for on a machine without CUDA: the backend says why and runs eager, frames go on."""
+    from app.backends.base import BackendRequest
+    from app.backends.torch_backend import TorchBackend, default_mode
+
+    torch.manual_seed(0)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in TINY_MODEL.items()}
+    model = M3DHMR.from_config(dataclasses.replace(get_preset("realtime_fused"), **values)).eval()
+    s = model.crop_size
+    assert default_mode("cpu") == "eager" and default_mode("cuda") == "graphs"
+    backend = TorchBackend(model, "cpu", mode="graphs")
+    request = BackendRequest(crops_rgb=np.full((1, s, s, 3), 90, np.uint8),
+                             K_virt=np.array([[[2.5 * s, 0, s / 2], [0, 2.5 * s, s / 2], [0, 0, 1]]], np.float32),
+                             virt_to_cam=np.eye(3, dtype=np.float32)[None])
+    result = backend.infer(request)
+    assert np.isfinite(result.vertices_cam).all()
+    assert backend.mode == "eager" and "CUDA" in (backend.fallback_reason or "")
 
 
 def test_runner_outputs_are_the_onnx_outputs() -> None:

@@ -19,6 +19,7 @@ cell, so a run killed part-way keeps what it measured.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.config import get_preset
+from models.config import M3DHMRConfig, get_preset
 from models.inference_runners import MODES, PRECISIONS, Runner, RunnerError, example_inputs, make_runner
 from models.m3dhmr import M3DHMR
 
@@ -96,23 +97,50 @@ def time_runner(runner: Runner, input_sets: Sequence[tuple[torch.Tensor, ...]], 
             "mean_ms": float(ms.mean()), "min_ms": float(ms.min()), "runs": runs}
 
 
-def testset_input_sets(batch: int, crop_size: int, device: torch.device, sets: int) -> list[tuple[torch.Tensor, ...]]:
-    """``sets`` input tuples (``models.inference_runners.example_inputs`` layout) from the synthetic test set:
-    crops, ``K_virt``, ``virt_to_cam`` and the ground-truth 2D joints as the external cue."""
+def testset_input_sets(config: M3DHMRConfig, batch: int, device: torch.device, sets: int,
+                       ensemble: bool = False) -> list[tuple[torch.Tensor, ...]]:
+    """``sets`` input tuples (``models.inference_runners.example_inputs`` layout, the app's default cue) from
+    the synthetic test set: its crops, ``K_virt``, ``virt_to_cam``, its ground-truth 2D joints as the
+    external cue and its wrist-relative joints in the crop's frame as the 3D landmarks."""
+    from models.export_onnx import input_names_for
     from training.synth.testset import TEST_SEED, load_synth_testset
     from training.train import collate_samples
 
-    views = load_synth_testset(num_samples=batch * sets, seed=TEST_SEED, crop_size=crop_size)
+    views = load_synth_testset(num_samples=batch * sets, seed=TEST_SEED, crop_size=config.crop_size)
+    names = input_names_for(config)
+    reps = 3 if ensemble else 1
     out = []
     for i in range(sets):
         vb = collate_samples([(v,) for v in views[i * batch : (i + 1) * batch]])[0]
-        out.append((vb.crops.to(device), vb.k_virt.to(device), vb.virt_from_cam.transpose(1, 2).contiguous().to(device),
-                    vb.joints_uv.to(device), torch.ones(batch, device=device)))
+        named = dict(zip(names, example_inputs(config, batch, "cpu", seed=1000 * i, crops=vb.crops, ensemble=ensemble)))
+        joints_virt = torch.einsum("bij,bkj->bki", vb.virt_from_cam, vb.joints_cam)
+        named["K_virt"] = vb.k_virt.repeat(reps, 1, 1)
+        named["virt_to_cam"] = vb.virt_from_cam.transpose(1, 2).repeat(reps, 1, 1)
+        named["joints_2d_external"] = vb.joints_uv.repeat(reps, 1, 1)
+        if "landmarks_3d" in named:
+            named["landmarks_3d"] = (joints_virt - joints_virt[:, :1]).repeat(reps, 1, 1)
+        out.append(tuple(named[name].to(device).contiguous() for name in names))
     return out
 
 
-def random_input_sets(batch: int, crop_size: int, device: torch.device, sets: int) -> list[tuple[torch.Tensor, ...]]:
-    return [example_inputs(batch, crop_size, device, seed=1000 * i) for i in range(sets)]
+def random_input_sets(config: M3DHMRConfig, batch: int, device: torch.device, sets: int,
+                      ensemble: bool = False) -> list[tuple[torch.Tensor, ...]]:
+    return [example_inputs(config, batch, device, seed=1000 * i, ensemble=ensemble) for i in range(sets)]
+
+
+def synchronising_calls(runner: Runner, inputs: tuple[torch.Tensor, ...]) -> list[str]:
+    """Where one call makes the host wait for the device (``torch.cuda.set_sync_debug_mode``): the Python
+    ``file:line`` of each synchronising operation. A call a CUDA graph can capture has none."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            runner(inputs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return [f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
 
 
 def bench_table(
@@ -129,8 +157,11 @@ def bench_table(
     compile_backend: str = "inductor",
     use_testset: bool = True,
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+    ensemble: bool = False,
 ) -> list[dict[str, Any]]:
     """Measure every (mode, precision, batch) cell; returns one row per cell (``status`` ok/skipped/failed).
+    ``batch`` counts hands; ``ensemble``: three rows per hand reading its crop, as the app's default fused
+    cue calls the network (``app.pipeline.infer_with_depth_ensemble``).
 
     ``deadline``: a ``time.perf_counter()`` value after which no new cell starts (they are listed as skipped).
     """
@@ -139,15 +170,22 @@ def bench_table(
     for batch in batches:
         make_sets = testset_input_sets if use_testset else random_input_sets
         try:
-            sets = make_sets(batch, model.crop_size, device, input_sets)
+            sets = make_sets(model.config, batch, device, input_sets, ensemble)
         except (OSError, ValueError, RuntimeError) as err:  # no test set here: time on random crops
-            sets = random_input_sets(batch, model.crop_size, device, input_sets)
+            sets = random_input_sets(model.config, batch, device, input_sets, ensemble)
             use_testset = False
             print(f"gpu_bench: test-set inputs unavailable ({err}); timing random crops")
         reference = make_runner(model, "eager", "fp32", sets[0])(sets[0])["joints_cam"].clone()
+        device_vs_cpu_mm = None
+        if device.type != "cpu":  # the same call on the CPU: what the device (TF32, kernels) changes
+            cpu_inputs = tuple(t.cpu() for t in sets[0])
+            cpu_joints = make_runner(copy.deepcopy(model).cpu(), "eager", "fp32", cpu_inputs)(cpu_inputs)["joints_cam"]
+            device_vs_cpu_mm = float((reference.cpu() - cpu_joints).abs().max()) * 1e3
+        syncs = synchronising_calls(make_runner(model, "eager", "fp32", sets[0]), sets[0]) if device.type == "cuda" else None
         for mode in modes:
             for precision in precisions:
-                row: dict[str, Any] = {"mode": mode, "precision": precision, "batch": batch}
+                row: dict[str, Any] = {"mode": mode, "precision": precision, "batch": batch, "ensemble": ensemble,
+                                       "fp32_device_vs_cpu_mm": device_vs_cpu_mm, "eager_syncs": syncs}
                 if deadline is not None and time.perf_counter() >= deadline:
                     row["status"] = "skipped: time budget spent"
                     rows.append(row)
@@ -172,7 +210,7 @@ def bench_table(
 
 
 def format_row(row: dict[str, Any]) -> str:
-    head = f"{row['mode']:<15}{row['precision']:<6}b{row['batch']:<3}"
+    head = f"{row['mode']:<15}{row['precision']:<6}{'e' if row.get('ensemble') else 'b'}{row['batch']:<3}"
     if row.get("status") != "ok":
         return f"{head} {row.get('status')}"
     return (f"{head} p50 {row['p50_ms']:8.3f} ms  p95 {row['p95_ms']:8.3f} ms  ({row['per_hand_p50_ms']:.3f} ms/hand)"
@@ -180,19 +218,21 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows = mode x precision, columns = batch sizes, cells "p50 / p95 ms" (or why there is no figure)."""
+    """Rows = mode x precision x layout (one row per hand, or the depth ensemble's three), columns = hands
+    per call, cells "p50 / p95 ms" (or why there is no figure)."""
     batches = sorted({int(r["batch"]) for r in rows})
-    keys: list[tuple[str, str]] = []
+    keys: list[tuple[str, str, bool]] = []
     for r in rows:
-        if (r["mode"], r["precision"]) not in keys:
-            keys.append((r["mode"], r["precision"]))
-    cells = {(r["mode"], r["precision"], int(r["batch"])): r for r in rows}
-    lines = ["| mode | precision | " + " | ".join(f"batch {b}: p50 / p95 ms (per hand)" for b in batches) + " | drift vs fp32 (mm) |",
-             "|---|---|" + "---|" * len(batches) + "---|"]
-    for mode, precision in keys:
+        if (r["mode"], r["precision"], bool(r.get("ensemble"))) not in keys:
+            keys.append((r["mode"], r["precision"], bool(r.get("ensemble"))))
+    cells = {(r["mode"], r["precision"], bool(r.get("ensemble")), int(r["batch"])): r for r in rows}
+    lines = ["| mode | precision | rows per hand | " + " | ".join(f"{b} hand{'s' if b > 1 else ''}: p50 / p95 ms (per hand)" for b in batches)
+             + " | drift vs fp32 (mm) |",
+             "|---|---|---|" + "---|" * len(batches) + "---|"]
+    for mode, precision, ensemble in keys:
         parts, drifts = [], []
         for b in batches:
-            r = cells.get((mode, precision, b))
+            r = cells.get((mode, precision, ensemble, b))
             if r is None:
                 parts.append("")
             elif r.get("status") == "ok":
@@ -201,7 +241,13 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             else:
                 parts.append(str(r.get("status", "")).split(":")[0])
         drift = f"{max(drifts):.2f}" if drifts else ""
-        lines.append(f"| {mode} | {precision} | " + " | ".join(parts) + f" | {drift} |")
+        lines.append(f"| {mode} | {precision} | {'3 (depth ensemble)' if ensemble else '1'} | " + " | ".join(parts) + f" | {drift} |")
+    syncs = sorted({site for r in rows for site in (r.get("eager_syncs") or [])})
+    if any(r.get("eager_syncs") is not None for r in rows):
+        lines.append(f"\nsynchronising operations in one eager call: {', '.join(syncs) if syncs else 'none'}")
+    cpu = [r["fp32_device_vs_cpu_mm"] for r in rows if r.get("fp32_device_vs_cpu_mm") is not None]
+    if cpu:
+        lines.append(f"\nfp32 on the device against fp32 on the CPU, same inputs: at most {max(cpu):.3f} mm (joints_cam)")
     return "\n".join(lines)
 
 
@@ -230,6 +276,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager/aot_eager to test tracing only)")
     parser.add_argument("--time-budget-s", type=float, default=None, help="start no new cell after this many seconds")
     parser.add_argument("--json", type=Path, default=None, help="write header + rows here (rewritten after every cell)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also time the app's default call: three rows per hand (the depth ensemble)")
     return parser.parse_args(argv)
 
 
@@ -253,9 +301,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             tmp.replace(args.json)
 
     print("gpu_bench:", json.dumps(report["header"]), flush=True)
-    rows = bench_table(model, device, modes=args.modes, precisions=args.precisions, batches=args.batches, runs=args.runs,
-                       warmup=args.warmup, input_sets=args.input_sets, deadline=deadline,
-                       compile_backend=args.compile_backend, use_testset=not args.random_inputs, on_row=write)
+    rows: list[dict[str, Any]] = []
+    for ensemble in (False, True) if args.ensemble else (False,):
+        done = list(rows)
+        rows = done + bench_table(model, device, modes=args.modes, precisions=args.precisions, batches=args.batches,
+                                  runs=args.runs, warmup=args.warmup, input_sets=args.input_sets, deadline=deadline,
+                                  compile_backend=args.compile_backend, use_testset=not args.random_inputs,
+                                  on_row=lambda part, done=done: write(done + part), ensemble=ensemble)
     write(rows)
     print(markdown_table(rows))
     return report

@@ -684,6 +684,10 @@ class GpuRun:
         deadline = time.perf_counter() + max(self.left() - self.reserve_after("latency"), 5.0)
         rows = bench_table(model, self.device, modes=plan.latency_modes, precisions=plan.precisions, batches=plan.batches,
                            runs=plan.runs, warmup=plan.warmup, deadline=deadline)
+        if model.config is not None and model.config.fused_cue:  # the app's default call: the depth ensemble
+            rows += bench_table(model, self.device, modes=plan.latency_modes, precisions=plan.precisions,
+                                batches=[b for b in plan.batches if b <= 2], runs=plan.runs, warmup=plan.warmup,
+                                deadline=deadline, ensemble=True)
         lat = {"header": device_header(self.device), "rows": rows, "table_md": markdown_table(rows),
                "timing": f"{plan.warmup} warm-up + {plan.runs} timed calls per cell, perf_counter between torch.cuda.synchronize, inputs on the device"}
         self.report.data["latency"] = lat  # type: ignore[union-attr]
@@ -738,7 +742,12 @@ class GpuRun:
             return status
         ex["bytes"] = onnx_path.stat().st_size
         if importlib.util.find_spec("onnxruntime") is not None:
-            ex["parity_max_mm"] = onnx_parity_mm(onnx_path, self.final_checkpoint)
+            from models.checkpoint import load_checkpoint
+            from models.export_onnx import check_cue_parity
+
+            parity = check_cue_parity(load_checkpoint(self.final_checkpoint), onnx_path)
+            ex["parity_mm"] = {cue: 1e3 * metres for cue, metres in parity.items()}
+            ex["parity_max_mm"] = max(ex["parity_mm"].values())
         reason = self.out.copy_in(onnx_path, onnx_path.name)  # type: ignore[union-attr]
         ex["in_out"] = reason is None
         if reason is not None:
@@ -796,26 +805,6 @@ def _last_row(path: Path) -> dict[str, str]:
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return rows[-1] if rows else {}
-
-
-def onnx_parity_mm(onnx_path: Path, checkpoint: Path, samples: int = 4) -> float:
-    """Max |joints_cam| difference (mm) between onnxruntime (CPU) and torch fp32 (CPU) on test-set inputs."""
-    import onnxruntime as ort
-
-    from models.checkpoint import load_checkpoint
-    from models.inference_runners import make_runner
-    from training.gpu_bench import testset_input_sets
-
-    model = load_checkpoint(checkpoint)
-    inputs = testset_input_sets(samples, model.crop_size, torch.device("cpu"), 1)[0]
-    ref = make_runner(model, "eager", "fp32", inputs)(inputs)["joints_cam"].numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    feeds = {name: t.numpy().astype(np.float32) for name, t in zip(names, inputs)}
-    if "crop_index" in names:  # one row per crop
-        feeds["crop_index"] = np.arange(len(inputs[0]), dtype=np.int64)
-    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    return float(np.abs(outputs["joints_cam"] - ref).max() * 1e3)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

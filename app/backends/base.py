@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from models.config import NUM_JOINTS, M3DHMRConfig
+from models.config import NUM_JOINTS, M3DHMRConfig, crops_to_network_input
 from models.errors import InputShapeError
 from models.export_onnx import OUTPUT_NAMES
 from models.mediapipe_frame import hand_length
@@ -84,6 +84,36 @@ class BackendRequest:
         if not given:
             return np.zeros((self.batch_size,), np.float32)
         return np.ones((self.batch_size,), np.float32) if rows is None else np.asarray(rows, bool).astype(np.float32)
+
+    def network_feeds(self, config: M3DHMRConfig, shares_crops: bool = True) -> dict[str, np.ndarray]:
+        """The exported graph's inputs for this request (``models.export_onnx.input_names_for(config)``;
+        float32, ``crop_index`` int64): crops ``(B or R,3,S,S)`` RGB in [0, 1] (every row's own crop when
+        not ``shares_crops``, for graphs exported before ``crop_index``), inputs a row does not use as zeros
+        (landmarks) or 0.185 m (hand length) with mask 0, so the masks alone decide what the network reads."""
+        batch = self.batch_size
+        external_given = self.joints_2d_external is not None
+        feeds = {
+            "crops": crops_to_network_input(self.crops_rgb if shares_crops else self.crops_per_row()),
+            "K_virt": np.asarray(self.K_virt, np.float32),
+            "virt_to_cam": np.asarray(self.virt_to_cam, np.float32),
+            "joints_2d_external": (np.asarray(self.joints_2d_external, np.float32) if external_given
+                                   else np.zeros((batch, NUM_JOINTS, 2), np.float32)),
+            "external_mask": self.row_mask(self.external_rows, external_given),
+        }
+        if config.fused_cue:
+            given = self.landmarks_3d is not None
+            feeds["landmarks_3d"] = (np.asarray(self.landmarks_3d, np.float32) if given
+                                     else np.zeros((batch, NUM_JOINTS, 3), np.float32))
+            feeds["landmarks_3d_mask"] = self.row_mask(self.landmarks_rows, given)
+        if config.predict_scale:
+            given = self.hand_length_m is not None
+            feeds["hand_length"] = (np.asarray(self.hand_length_m, np.float32) if given
+                                    else np.full((batch,), 0.185, np.float32))
+            feeds["hand_length_mask"] = np.full((batch,), 1.0 if given else 0.0, np.float32)
+        if shares_crops:
+            feeds["crop_index"] = (np.arange(batch, dtype=np.int64) if self.crop_index is None
+                                   else np.asarray(self.crop_index, np.int64))
+        return feeds
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import torch
 
 from app.backends.base import BackendRequest, BackendResult
-from models.config import M3DHMRConfig, NUM_JOINTS, config_from_json, crops_to_network_input
+from models.config import M3DHMRConfig, config_from_json
 from models.errors import AssetHashMismatchError, CheckpointError, DeviceUnavailableError
 from models.export_onnx import CROP_INDEX_INPUT, ONNX_FORMAT, output_names_for, read_onnx_metadata
 
@@ -151,30 +151,6 @@ class OnnxBackend:
         batch = request.batch_size
         if batch == 0:
             return BackendResult.empty(self.num_vertices)
-        if request.joints_2d_external is None:
-            external = np.zeros((batch, NUM_JOINTS, 2), np.float32)
-        else:
-            external = np.asarray(request.joints_2d_external, np.float32)
-        mask = request.row_mask(request.external_rows, request.joints_2d_external is not None)
-        feeds = {
-            "crops": crops_to_network_input(request.crops_rgb if self.shares_crops else request.crops_per_row()),
-            "K_virt": np.asarray(request.K_virt, np.float32),
-            "virt_to_cam": np.asarray(request.virt_to_cam, np.float32),
-            "joints_2d_external": external,
-            "external_mask": mask,
-        }
-        if self.shares_crops:
-            feeds[CROP_INDEX_INPUT] = (np.arange(batch, dtype=np.int64) if request.crop_index is None
-                                       else np.asarray(request.crop_index, np.int64))
-        if self.config.fused_cue:
-            given = request.landmarks_3d is not None
-            feeds["landmarks_3d"] = (np.asarray(request.landmarks_3d, np.float32) if given
-                                     else np.zeros((batch, NUM_JOINTS, 3), np.float32))
-            feeds["landmarks_3d_mask"] = request.row_mask(request.landmarks_rows, given)
-        if self.config.predict_scale:
-            given = request.hand_length_m is not None
-            feeds["hand_length"] = (np.asarray(request.hand_length_m, np.float32) if given
-                                    else np.full((batch,), 0.185, np.float32))
-            feeds["hand_length_mask"] = np.full((batch,), 1.0 if given else 0.0, np.float32)
+        feeds = request.network_feeds(self.config, self.shares_crops)
         outputs = self.session.run(list(self.output_names), {name: feeds[name] for name in self.input_names})
         return BackendResult.from_arrays(dict(zip(self.output_names, outputs)))
