@@ -198,3 +198,23 @@ def test_model_and_checkpoint_switch_the_clamp(tmp_path: Path) -> None:
     bounds = torch.as_tensor(load_thickness_bounds())
     assert bool((measure.deviation_any_size(clamped_out.vertices_rel) <= bounds + 0.002).all())
     assert float(measure.deviation_any_size(plain_out.vertices_rel).amax()) > float(bounds.amin())
+
+
+def test_the_tail_term_sees_a_pointed_knuckle_that_the_mean_dilutes(asset: HandAsset) -> None:
+    """The tail term (``SkinThickness.tail_loss``): zero for hands our model makes, and for a knuckle of a
+    few spiking vertices about as large as their excess, where the mean term is a small fraction of it."""
+    fist, pointed, pushed = _pointed_fist(asset)
+    measure = SkinThickness.from_asset(asset)
+    bounds = torch.as_tensor(load_thickness_bounds())
+    fraction, scale = 0.02, 1.0
+    assert float(measure.tail_loss(fist, bounds, fraction, scale)) == pytest.approx(0.0, abs=1e-6)
+    tail = float(measure.tail_loss(pointed, bounds, fraction, scale))
+    mean = float(measure.loss(pointed, 0.0, scale))
+    k = int(np.ceil(fraction * fist.shape[1]))
+    excess = torch.relu(measure.deviation(pointed)[0] - bounds).sort(descending=True).values
+    assert tail == pytest.approx(float(excess[:k].mean()), rel=1e-5)
+    assert int(pushed.sum()) < k and tail > 5 * mean > 0
+    grad_input = pointed.clone().requires_grad_(True)
+    measure.tail_loss(grad_input, bounds, fraction, scale).backward()
+    moved = grad_input.grad[0].norm(dim=-1) > 0  # type: ignore[union-attr]
+    assert bool(moved[pushed].any()) and int(moved.sum()) <= 4 * k

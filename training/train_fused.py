@@ -42,6 +42,10 @@ real rows (no ground truth)
       the mesh's own joints) against the rest template's, beyond ``thickness_margin_m``
       (``models.skin_thickness``); the true meshes keep it to 0.9 mm on average, so on synthetic rows it
       is nearly free, and on real rows it holds the skin on its bones (no pointed knuckles)
+  thickness_tail: every row: the mean of the worst ``thickness_tail_fraction`` of vertices' deviation
+      beyond the clamp's per-vertex bounds (``assets/skin_thickness_bounds.json``) less
+      ``thickness_tail_inset_m``; the few spiking vertices of a pointed knuckle, which the mean above
+      dilutes 90 times
   real_limits: the hand model's joint limits: long-finger flexion and sideways bends outside them, in
       radians (``training.joint_limits``)
   real_distill: the normalised mesh of rows run without MediaPipe's 3D landmarks against the same
@@ -102,7 +106,7 @@ from training.real_views import (
     rotate_rows,
     rotation_about_optical_axis,
 )
-from models.skin_thickness import SkinThickness
+from models.skin_thickness import SkinThickness, load_thickness_bounds
 from training.train import CsvLog
 
 CUES: tuple[str, ...] = ("fused", "mediapipe", "network")
@@ -141,6 +145,9 @@ class FusedLossWeights:
     fold_margin: float = 0.05
     thickness: float = 0.0
     thickness_margin_m: float = 0.003
+    thickness_tail: float = 0.0
+    thickness_tail_fraction: float = 0.02
+    thickness_tail_inset_m: float = 0.001
     heatmap_sigma_px: float = 4.0
     length_scale_m: float = 0.2
 
@@ -299,9 +306,14 @@ class FusedLoss(torch.nn.Module):
     def __init__(self, faces: np.ndarray, template_vertices: torch.Tensor, template_joints: torch.Tensor,
                  template_length: float, weights: FusedLossWeights, thickness: SkinThickness | None = None) -> None:
         super().__init__()
-        if weights.thickness > 0 and thickness is None:
-            raise ValueError("FusedLoss: the thickness term needs a SkinThickness")
+        if (weights.thickness > 0 or weights.thickness_tail > 0) and thickness is None:
+            raise ValueError("FusedLoss: the thickness terms need a SkinThickness")
         self.thickness = thickness
+        tail_bounds = torch.zeros(0)
+        if weights.thickness_tail > 0:
+            tail_bounds = torch.from_numpy(load_thickness_bounds(num_vertices=template_vertices.shape[0]))
+            tail_bounds = (tail_bounds - weights.thickness_tail_inset_m).clamp_min(0.0)
+        self.register_buffer("tail_bounds", tail_bounds, persistent=False)
         faces_t = torch.as_tensor(faces, dtype=torch.long)
         self.register_buffer("faces", faces_t, persistent=False)
         self.register_buffer("edges", mesh_edges(faces_t), persistent=False)
@@ -344,6 +356,10 @@ class FusedLoss(torch.nn.Module):
         if w.thickness > 0:
             assert self.thickness is not None
             terms["thickness"] = self.thickness.loss(out.vertices_unit, w.thickness_margin_m, s)
+        if w.thickness_tail > 0:
+            assert self.thickness is not None
+            terms["thickness_tail"] = self.thickness.tail_loss(out.vertices_unit, self.tail_bounds,
+                                                               w.thickness_tail_fraction, s)
         if real.any():
             r = real
             score = batch.mp_score[r].clamp(0.0, 1.0).reshape(-1, 1, 1, 1)
