@@ -4,7 +4,7 @@ Modes (``MODES``):
 
 ``eager``           plain PyTorch, one kernel launch per op;
 ``graphs``          the eager call captured once into a CUDA graph and replayed (CUDA only; inputs are copied
-                    into static buffers, so every batch size needs its own runner);
+                    into static buffers, so every input shape needs its own runner);
 ``compile``         ``torch.compile`` (Inductor by default; ``dynamic=False``: one compilation per batch size);
 ``compile-graphs``  ``torch.compile(mode="reduce-overhead")``: Inductor kernels replayed as CUDA graphs.
 
