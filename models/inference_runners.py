@@ -99,17 +99,21 @@ def example_inputs(config: M3DHMRConfig, hands: int, device: torch.device | str,
 class Runner:
     """A prepared network call: ``runner(inputs) -> dict of the graph's outputs``.
 
-    ``batch``: crops per call; ``shapes``: the input shapes it was prepared for (every call must match
-    them); ``prepare_s``: seconds spent preparing (graph capture, compilation with its first calls).
+    ``shapes``: the input shapes it was prepared for (every call must match them); ``prepare_s``: seconds
+    spent preparing (graph capture, compilation with its first calls).
     """
 
     mode: str
     precision: str
-    batch: int
     shapes: tuple[tuple[int, ...], ...]
     device: torch.device
     prepare_s: float
     _call: Callable[[tuple[Tensor, ...]], dict[str, Tensor]]
+
+    @property
+    def batch(self) -> int:
+        """Crops per call."""
+        return self.shapes[0][0]
 
     def __call__(self, inputs: tuple[Tensor, ...]) -> dict[str, Tensor]:
         shapes = tuple(tuple(t.shape) for t in inputs)
@@ -143,7 +147,6 @@ def make_runner(
     if mode in ("graphs", "compile-graphs") and device.type != "cuda":
         raise RunnerError(f"{mode} needs a CUDA device (inputs are on {device})")
     call = NetworkCall(model.eval(), precision).eval()
-    batch = int(example[0].shape[0])
     shapes = tuple(tuple(t.shape) for t in example)
     t0 = time.perf_counter()
     if mode == "eager":
@@ -151,7 +154,7 @@ def make_runner(
             with torch.inference_mode():
                 return call(*inputs)
 
-        return Runner(mode, precision, batch, shapes, device, 0.0, run_eager)
+        return Runner(mode, precision, shapes, device, 0.0, run_eager)
     if mode == "graphs":
         static = tuple(t.clone() for t in example)
         stream = torch.cuda.Stream(device)
@@ -171,7 +174,7 @@ def make_runner(
             graph.replay()
             return static_out
 
-        return Runner(mode, precision, batch, shapes, device, time.perf_counter() - t0, run_graph)
+        return Runner(mode, precision, shapes, device, time.perf_counter() - t0, run_graph)
     options = {"mode": "reduce-overhead"} if mode == "compile-graphs" else {}
     compiled = torch.compile(call, backend=compile_backend, dynamic=False, fullgraph=False, **options)
 
@@ -182,4 +185,4 @@ def make_runner(
     for _ in range(max(warmup, 1)):  # the first call compiles; reduce-overhead records its graph on later ones
         run_compiled(example)
     _sync(device)
-    return Runner(mode, precision, batch, shapes, device, time.perf_counter() - t0, run_compiled)
+    return Runner(mode, precision, shapes, device, time.perf_counter() - t0, run_compiled)

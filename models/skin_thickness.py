@@ -124,14 +124,18 @@ class SkinThickness(nn.Module):
         """``(B, V)`` |distance to the skeleton - the template's|, in the input's unit (metres for
         ``vertices_unit (B, V, 3)``, a wrist-relative mesh at the template's hand length). The joints are
         regressed from the same mesh, so the measure needs nothing but the mesh."""
-        joints = torch.einsum("jv,bvc->bjc", self.joint_regressor.to(vertices_unit.dtype), vertices_unit)
+        joints = self.regress_joints(vertices_unit)
         distance = skeleton_distance(vertices_unit, joints, self.candidates, self.segments)
         return (distance - self.rest_distance.to(distance.dtype)).abs()
+
+    def regress_joints(self, vertices: Tensor) -> Tensor:
+        """``(B, 21, 3)`` joints regressed from ``(B, V, 3)`` meshes, in their frame and unit."""
+        return torch.einsum("jv,bvc->bjc", self.joint_regressor.to(vertices.dtype), vertices)
 
     def joints_and_size(self, vertices: Tensor) -> tuple[Tensor, Tensor]:
         """``(joints (B, 21, 3), size (B,))`` of ``(B, V, 3)`` meshes: the joints regressed from them and
         their hand length over the template's (``models.mediapipe_frame.hand_length``)."""
-        joints = torch.einsum("jv,bvc->bjc", self.joint_regressor.to(vertices.dtype), vertices)
+        joints = self.regress_joints(vertices)
         return joints, hand_length(joints - joints[:, :1]) / self.template_length
 
     def deviation_any_size(self, vertices: Tensor) -> Tensor:

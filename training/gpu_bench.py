@@ -175,13 +175,14 @@ def bench_table(
             sets = random_input_sets(model.config, batch, device, input_sets, ensemble)
             use_testset = False
             print(f"gpu_bench: test-set inputs unavailable ({err}); timing random crops")
-        reference = make_runner(model, "eager", "fp32", sets[0])(sets[0])["joints_cam"].clone()
+        eager = make_runner(model, "eager", "fp32", sets[0])
+        reference = eager(sets[0])["joints_cam"].clone()
         device_vs_cpu_mm = None
         if device.type != "cpu":  # the same call on the CPU: what the device (TF32, kernels) changes
             cpu_inputs = tuple(t.cpu() for t in sets[0])
             cpu_joints = make_runner(copy.deepcopy(model).cpu(), "eager", "fp32", cpu_inputs)(cpu_inputs)["joints_cam"]
             device_vs_cpu_mm = float((reference.cpu() - cpu_joints).abs().max()) * 1e3
-        syncs = synchronising_calls(make_runner(model, "eager", "fp32", sets[0]), sets[0]) if device.type == "cuda" else None
+        syncs = synchronising_calls(eager, sets[0]) if device.type == "cuda" else None
         for mode in modes:
             for precision in precisions:
                 row: dict[str, Any] = {"mode": mode, "precision": precision, "batch": batch, "ensemble": ensemble,

@@ -20,7 +20,7 @@ from app.backends.base import BackendRequest, BackendResult
 from models.checkpoint import load_checkpoint
 from models.config import M3DHMRConfig
 from models.export_onnx import input_names_for
-from models.inference_runners import MODES, PRECISIONS, Runner, RunnerError, make_runner
+from models.inference_runners import MODES, PRECISIONS, Runner, RunnerError, example_inputs, make_runner
 from models.m3dhmr import M3DHMR
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,6 @@ class TorchBackend:
     def prepare(self, hands: list[int] | tuple[int, ...], ensemble: bool = False) -> None:
         """Build the runners for these hand counts now (graph capture, compilation) on plausible inputs,
         so the first frames are not slow; ``ensemble``: three rows per hand, as the depth ensemble calls."""
-        from models.inference_runners import example_inputs
-
         for b in hands:
             if b > 0:
                 self._runner(example_inputs(self.config, b, self.device, ensemble=ensemble))
