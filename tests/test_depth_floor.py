@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.mediapipe_frame import hand_length
 from training.depth_floor import depth_floor, main, to_markdown
 from training.mp_data import CueCache, CueDataError
 
@@ -52,6 +53,23 @@ def test_a_skeleton_drawn_five_percent_small_puts_the_hand_five_percent_further(
     assert row["depth_bias_mm"] == pytest.approx(expected_mm, rel=1e-3)
     assert row["root_mean_mm"] == pytest.approx(expected_mm, rel=1e-3)
     assert report["mediapipe_spread_ratio_mean"] == pytest.approx(0.95, abs=1e-4)
+
+
+def test_a_hand_drawn_at_the_median_length_lands_off_by_its_size_ratio() -> None:
+    cache = _cache(lambda uv: uv, n=3, flat=False)
+    joints = cache.arrays["joints_cam"].astype(np.float64)
+    rel = joints - joints[:, :1]
+    scales = np.array([0.9, 1.0, 1.2])  # hand 1 is the median one
+    cache.arrays["joints_cam"] = (rel * scales[:, None, None] + joints[:, :1]).astype(np.float32)
+    lengths = np.array([float(hand_length(torch.from_numpy(r))) for r in rel * scales[:, None, None]])
+    report = depth_floor(cache)
+    row = report["rows_size_unknown"]["true shape at the median length, true 2D joints"]
+    expected_mm = np.abs(lengths[1] / lengths - 1.0) * DEPTH_M * 1000.0
+    assert row["root_mean_mm"] == pytest.approx(expected_mm.mean(), rel=1e-3)
+    assert report["hand_length_median_mm"] == pytest.approx(lengths[1] * 1000.0, rel=1e-5)
+    assert report["hand_length_abs_log_deviation"] == pytest.approx(np.abs(np.log(lengths / lengths[1])).mean(), rel=1e-4)
+    assert report["rows"]["true shape, true 2D joints"]["root_mean_mm"] < 0.05
+    assert "every hand drawn at that median length" in to_markdown(report)
 
 
 def test_robust_weights_shrug_off_one_wild_landmark() -> None:

@@ -18,6 +18,13 @@ weights) on every hand of a synthetic label cache (``python -m app.mediapipe_lab
 
 and reports the wrist's error (mean, median, 90th percentile), the mean absolute depth error and the
 depth bias (millimetres), and how MediaPipe's 2D skeleton's spread compares with the true one's.
+
+A second table is the floor when the hand's size is not given. One image fixes a hand's shape only up to
+scale: the same picture shows a small hand near the camera or a large one further away, and DGP's
+depth scales with the size the mesh is given. So it solves again with the true shape drawn at one hand
+length for every hand, the median true length of the cache (no single length does better in the mean
+absolute log error), against the true 2D joints (the cost of not knowing the size alone) and against
+MediaPipe's 2D landmarks (both costs together). It also reports how much the true lengths spread.
 Frames: every point in the crop's virtual camera (``virt_from_cam``), pixels of the rectified crop.
 """
 from __future__ import annotations
@@ -109,6 +116,13 @@ def depth_floor(cache: CueCache, huber_px: float = 2.0, net_2d: torch.Tensor | N
         return (uv - uv.mean(dim=1, keepdim=True)).norm(dim=-1).mean(dim=-1)
 
     ratio = (spread(mp_2d) / spread(true_2d)).numpy()
+    lengths = hand_length(rel)
+    median_length = lengths.median()
+    at_median = rel * (median_length / lengths).reshape(-1, 1, 1)
+    size_unknown = {
+        "true shape at the median length, true 2D joints": _row(solve_translation(at_median, true_2d, K, equal).translation, root),
+        "true shape at the median length, MediaPipe 2D": _row(solve_translation(at_median, mp_2d, K, equal).translation, root),
+    }
     return {
         "cache": str(cache.folder), "hands": len(cache),
         "true_depth_mean_mm": float(root[:, 2].mean() * 1000.0),
@@ -116,6 +130,9 @@ def depth_floor(cache: CueCache, huber_px: float = 2.0, net_2d: torch.Tensor | N
         "crop_size_px": float(2.0 * K[0, 0, 2] + 1.0),
         "mediapipe_spread_ratio_mean": float(ratio.mean()), "mediapipe_spread_ratio_std": float(ratio.std()),
         "rows": rows,
+        "hand_length_median_mm": float(median_length * 1000.0),
+        "hand_length_abs_log_deviation": float(torch.log(lengths / median_length).abs().mean()),
+        "rows_size_unknown": size_unknown,
     }
 
 
@@ -131,10 +148,23 @@ def to_markdown(report: dict[str, Any]) -> str:
         "| 3D points, 2D points | wrist error mean / median / p90 (mm) | depth error mean (mm) | depth bias (mm) |",
         "|---|---|---|---|",
     ]
-    for name, row in report["rows"].items():
-        lines.append(f"| {name} | {row['root_mean_mm']:.1f} / {row['root_median_mm']:.1f} / {row['root_p90_mm']:.1f} | "
-                     f"{row['depth_abs_mean_mm']:.1f} | {row['depth_bias_mm']:+.1f} |")
+    lines += [_table_row(name, row) for name, row in report["rows"].items()]
+    lines += [
+        "",
+        (f"Hand size not given: the true hand lengths (wrist to middle fingertip) have median "
+         f"{report['hand_length_median_mm']:.0f} mm and lie on average {100.0 * report['hand_length_abs_log_deviation']:.1f} % "
+         "from it (mean absolute log deviation); every hand drawn at that median length:"),
+        "",
+        "| 3D points, 2D points | wrist error mean / median / p90 (mm) | depth error mean (mm) | depth bias (mm) |",
+        "|---|---|---|---|",
+    ]
+    lines += [_table_row(name, row) for name, row in report["rows_size_unknown"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _table_row(name: str, row: dict[str, float]) -> str:
+    return (f"| {name} | {row['root_mean_mm']:.1f} / {row['root_median_mm']:.1f} / {row['root_p90_mm']:.1f} | "
+            f"{row['depth_abs_mean_mm']:.1f} | {row['depth_bias_mm']:+.1f} |")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
