@@ -12,7 +12,10 @@ from models.errors import TopologyError
 from models.hand.mesh_topology import face_adjacency
 from models.mesh_surface import dihedral_cosines, mean_bend_deg
 from models.rectify import apply_homography
+from training.metrics import procrustes_align_to_gt
 from training.losses import (
+    aligned_l1,
+    procrustes_transform,
     HandMeshLoss,
     LossInputError,
     LossPrediction,
@@ -236,3 +239,38 @@ def test_heatmap_kl_is_zero_at_the_target_and_grows_with_offset() -> None:
     # The gradient raises the logit at the ground-truth cell on both stacks.
     assert logits.grad is not None and int(logits.grad[0, 0, 0].argmin()) == 3 * w + 2
     assert torch.equal(logits.grad[0, 0], logits.grad[0, 1])
+
+
+def test_procrustes_transform_undoes_a_similarity_and_matches_the_metric() -> None:
+    gen = torch.Generator().manual_seed(3)
+    target = torch.randn(3, 21, 3, generator=gen)
+    angle = torch.tensor([0.3, 1.2, -2.5])
+    c, s = torch.cos(angle), torch.sin(angle)
+    rot = torch.zeros(3, 3, 3)
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
+    moved = 0.4 * target @ rot.transpose(1, 2) + torch.tensor([[[0.1, -2.0, 5.0]]])
+    scale, rotation, translation = procrustes_transform(moved, target)
+    assert torch.allclose(scale * moved @ rotation.transpose(1, 2) + translation, target, atol=1e-5)
+    assert torch.allclose(scale.flatten(), torch.full((3,), 2.5), atol=1e-5)
+    noisy = moved + 0.05 * torch.randn(moved.shape, generator=gen)
+    scale, rotation, translation = procrustes_transform(noisy, target)
+    ours = scale * noisy @ rotation.transpose(1, 2) + translation
+    assert torch.allclose(ours.double(), procrustes_align_to_gt(noisy, target), atol=1e-5)
+    assert torch.linalg.det(rotation).sub(1.0).abs().max() < 1e-5  # never a reflection
+
+
+def test_aligned_l1_ignores_pose_of_the_whole_hand_but_not_its_shape() -> None:
+    gen = torch.Generator().manual_seed(4)
+    joints, verts = torch.randn(2, 21, 3, generator=gen), torch.randn(2, 50, 3, generator=gen)
+    flip = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))  # a half turn about z
+    assert float(aligned_l1(0.5 * joints @ flip.T + 3.0, joints, 0.2, 0.5 * verts @ flip.T + 3.0, verts)) < 1e-5
+    bent = joints.clone()
+    bent[:, 4] += 0.3
+    pred = bent.clone().requires_grad_(True)
+    loss = aligned_l1(pred, joints, 0.2)
+    assert float(loss) > 0.01
+    loss.backward()
+    assert pred.grad is not None and bool(torch.isfinite(pred.grad).all())
+    assert float(aligned_l1(bent - 0.05 * pred.grad, joints, 0.2)) < float(loss)
+    off_verts = aligned_l1(joints, joints, 0.2, verts + 0.1, verts)
+    assert float(off_verts) == pytest.approx(0.1 * 50 / 71 / 0.2, rel=1e-4)

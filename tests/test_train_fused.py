@@ -145,7 +145,7 @@ def test_trainer_runs_mixed_batches_and_writes_loadable_checkpoints(caches: dict
     log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
     header = log[0].split(",")
     assert {"mesh", "real_pose2d", "real_world3d", "real_reproj", "real_prior", "scale"} <= set(header)
-    assert "real_limits" not in header and "dihedral" not in header  # weight 0 by default: not computed
+    assert not {"real_limits", "dihedral", "aligned"} & set(header)  # weight 0 by default: not computed
     final = summary["final"]
     assert np.isfinite(final["fused_pa_mpjpe_mm"]) and 0 <= final["real_pck10"] <= 1
     model = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
@@ -178,7 +178,7 @@ def test_amplitude_mixing_keeps_geometry_and_moves_low_frequencies() -> None:
 
 def _view_config(caches: dict[str, Path], out: Path, **overrides: object) -> FusedTrainConfig:
     loss = FusedLossWeights(real_distill=1.0, real_con2d=1.0, real_con3d=0.5, real_limits=1.0, real_surface=0.5,
-                            dihedral=0.5, real_fold=0.5, thickness=1.0)
+                            dihedral=0.5, real_fold=0.5, thickness=1.0, aligned=1.0)
     values: dict[str, object] = dict(
         synth_cache=str(caches["synth"]), photo_cache=str(caches["photos"]), test_cache=str(caches["test"]),
         out_dir=str(out), batch_size=6, real_per_batch=3, max_steps=2, time_budget_s=600, eval_every_steps=0,
@@ -213,7 +213,7 @@ def test_trainer_logs_the_view_terms(caches: dict[str, Path], tmp_path: Path) ->
     summary = FusedTrainer(_view_config(caches, tmp_path / "run"), show_progress=False).fit()
     header = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0].split(",")
     assert {"real_distill", "real_distill_view", "real_con2d", "real_con3d", "real_limits",
-            "real_surface", "real_surface_view", "dihedral", "real_fold", "thickness"} <= set(header)
+            "real_surface", "real_surface_view", "dihedral", "real_fold", "thickness", "aligned"} <= set(header)
     final = summary["final"]
     assert np.isfinite(final["real_world3d_pa_mm"]) and final["real_fused_gap_mm"] >= 0
     assert np.isfinite(final["real_limits_deg"]) and final["real_limits_deg"] >= 0

@@ -16,6 +16,8 @@ Terms (M3DHMR, which follows CMR/MobRecon for the mesh terms; HandDGP for the ca
   equal view ``b``'s.
 * ``dgp_joints`` / ``dgp_verts``: L1 between camera-space joints / vertices (network output after the
   DGP translation) and the ground truth.
+* ``aligned_l1`` (ours): L1 after the similarity (rotation, scale, translation) that best maps the
+  predicted joints onto the true ones, as PA-MPJPE aligns them (:func:`procrustes_transform`).
 
 3D quantities are in metres and are divided by ``LossWeights.length_scale_m`` (0.2 m, about a hand
 length, as MobRecon normalises) so that 3D and 2D terms have comparable magnitudes. All functions are
@@ -134,6 +136,43 @@ def l1_points(pred: torch.Tensor, target: torch.Tensor, scale: float = 1.0) -> t
     """Mean absolute coordinate difference of ``(*, N, D)`` point sets divided by ``scale``; scalar."""
     _check_same(pred, target, "l1_points")
     return (pred - target).abs().mean() / scale
+
+
+def procrustes_transform(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The similarity that best maps ``pred (B, N, 3)`` onto ``target (B, N, 3)`` in the least-squares
+    sense (Umeyama; rotations only, no reflections): ``(scale (B, 1, 1), rotation (B, 3, 3),
+    translation (B, 1, 3))`` with ``aligned = scale * pred @ rotation.T + translation``. Computed without
+    gradient (float64): a loss on the aligned points then teaches the shape, not the alignment, and never
+    differentiates through an SVD whose singular values may coincide."""
+    _check_same(pred, target, "procrustes_transform")
+    with torch.no_grad():
+        p, t = pred.detach().double(), target.detach().double()
+        mu_p, mu_t = p.mean(dim=1, keepdim=True), t.mean(dim=1, keepdim=True)
+        pc, tc = p - mu_p, t - mu_t
+        u, sigma, vh = torch.linalg.svd(tc.transpose(1, 2) @ pc)
+        sign = torch.sign(torch.linalg.det(u @ vh))
+        fix = torch.ones_like(sigma)
+        fix[:, 2] = sign
+        rotation = u @ torch.diag_embed(fix) @ vh
+        scale = ((sigma * fix).sum(dim=1) / pc.pow(2).sum(dim=(1, 2)).clamp_min(1e-12)).reshape(-1, 1, 1)
+        translation = mu_t - scale * mu_p @ rotation.transpose(1, 2)
+    dtype = pred.dtype
+    return scale.to(dtype), rotation.to(dtype), translation.to(dtype)
+
+
+def aligned_l1(pred_joints: torch.Tensor, gt_joints: torch.Tensor, scale: float = 1.0,
+               pred_verts: torch.Tensor | None = None, gt_verts: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute coordinate difference after mapping the prediction by the joints' Procrustes
+    similarity (:func:`procrustes_transform` of ``pred_joints (B, J, 3)`` onto ``gt_joints``), divided by
+    ``scale``; with ``pred_verts``/``gt_verts (B, V, 3)`` the same map moves the vertices and the mean runs
+    over joints and vertices. Scalar. The root-relative terms pay for every error of the hand's
+    orientation and size; this one only for the pose and shape that PA-MPJPE measures."""
+    s, r, t = procrustes_transform(pred_joints, gt_joints)
+    diffs = [(s * pred_joints @ r.transpose(1, 2) + t - gt_joints).abs().flatten(1)]
+    if pred_verts is not None and gt_verts is not None:
+        _check_same(pred_verts, gt_verts, "aligned_l1")
+        diffs.append((s * pred_verts @ r.transpose(1, 2) + t - gt_verts).abs().flatten(1))
+    return torch.cat(diffs, dim=1).mean() / scale
 
 
 def mesh_edges(faces: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,9 @@ amplitude spectra into synthetic crops (``training.appearance``). Terms (weights
 
 synthetic rows (ground truth)
   mesh / joints3d: L1 of the size-normalised wrist-relative mesh / joints (shape, without scale)
+  aligned: L1 of joints and mesh after the joints' Procrustes similarity onto the truth
+      (``training.losses.aligned_l1``): the pose and shape alone, without the orientation error that
+      dominates the wrist-relative terms
   normal, edge: M3DHMR's surface terms on the normalised mesh
   dihedral: the bend between every pair of adjacent faces against the true mesh's, so a mesh whose
       vertices are close but jittered (a crumpled surface) pays (``training.losses.dihedral_loss``)
@@ -85,7 +88,7 @@ from models.hand.mesh_topology import face_adjacency
 from models.mesh_surface import bend_angles_deg, dihedral_cosines
 from models.paths import REPO_ROOT
 from training.joint_limits import joint_limit_loss, joint_limit_violation
-from training.losses import dihedral_loss, edge_length_loss, fold_loss, heatmap_kl_loss, mesh_edges, normal_loss
+from training.losses import aligned_l1, dihedral_loss, edge_length_loss, fold_loss, heatmap_kl_loss, mesh_edges, normal_loss
 from training.metrics import MetricAccumulator, procrustes_align_to_gt
 from training.mp_data import (
     CueBatch,
@@ -123,6 +126,7 @@ class FusedLossWeights:
 
     mesh: float = 1.0
     joints3d: float = 1.0
+    aligned: float = 0.0
     normal: float = 0.1
     edge: float = 1.0
     pose2d: float = 1.0
@@ -343,6 +347,8 @@ class FusedLoss(torch.nn.Module):
             pred_verts = out.vertices_unit[g]
             terms["mesh"] = (pred_verts - gt_verts_unit).abs().mean() / s
             terms["joints3d"] = (joints_unit[g] - gt_joints_unit).abs().mean() / s
+            if w.aligned > 0:
+                terms["aligned"] = aligned_l1(joints_unit[g], gt_joints_unit, s, pred_verts, gt_verts_unit)
             terms["normal"] = normal_loss(pred_verts, gt_verts_unit, self.faces)
             terms["edge"] = edge_length_loss(pred_verts, gt_verts_unit, self.edges, s)
             if w.dihedral > 0:
