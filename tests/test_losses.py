@@ -272,5 +272,7 @@ def test_aligned_l1_ignores_pose_of_the_whole_hand_but_not_its_shape() -> None:
     loss.backward()
     assert pred.grad is not None and bool(torch.isfinite(pred.grad).all())
     assert float(aligned_l1(bent - 0.05 * pred.grad, joints, 0.2)) < float(loss)
+    with pytest.raises(LossInputError, match="both"):
+        aligned_l1(joints, joints, 0.2, verts)
     off_verts = aligned_l1(joints, joints, 0.2, verts + 0.1, verts)
     assert float(off_verts) == pytest.approx(0.1 * 50 / 71 / 0.2, rel=1e-4)

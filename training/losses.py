@@ -167,6 +167,8 @@ def aligned_l1(pred_joints: torch.Tensor, gt_joints: torch.Tensor, scale: float 
     ``scale``; with ``pred_verts``/``gt_verts (B, V, 3)`` the same map moves the vertices and the mean runs
     over joints and vertices. Scalar. The root-relative terms pay for every error of the hand's
     orientation and size; this one only for the pose and shape that PA-MPJPE measures."""
+    if (pred_verts is None) != (gt_verts is None):
+        raise LossInputError("aligned_l1: pass both pred_verts and gt_verts, or neither")
     s, r, t = procrustes_transform(pred_joints, gt_joints)
     diffs = [(s * pred_joints @ r.transpose(1, 2) + t - gt_joints).abs().flatten(1)]
     if pred_verts is not None and gt_verts is not None:
