@@ -136,6 +136,10 @@ def depth_floor(cache: CueCache, huber_px: float = 2.0, net_2d: torch.Tensor | N
     }
 
 
+_TABLE_HEAD = ("| 3D points, 2D points | wrist error mean / median / p90 (mm) | depth error mean (mm) | depth bias (mm) |",
+               "|---|---|---|---|")
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"### DGP with a perfect hand against MediaPipe's 2D landmarks ({report['hands']} hands, {report['cache']})",
@@ -145,8 +149,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{report['mediapipe_spread_ratio_mean']:.3f} +- {report['mediapipe_spread_ratio_std']:.3f} of the true one",
         "- mean 2D error per source (px): " + ", ".join(f"{k} {v:.1f}" for k, v in report["error_2d_mean_px"].items()),
         "",
-        "| 3D points, 2D points | wrist error mean / median / p90 (mm) | depth error mean (mm) | depth bias (mm) |",
-        "|---|---|---|---|",
+        *_TABLE_HEAD,
     ]
     lines += [_table_row(name, row) for name, row in report["rows"].items()]
     lines += [
@@ -155,8 +158,7 @@ def to_markdown(report: dict[str, Any]) -> str:
          f"{report['hand_length_median_mm']:.0f} mm and lie on average {100.0 * report['hand_length_abs_log_deviation']:.1f} % "
          "from it (mean absolute log deviation); every hand drawn at that median length:"),
         "",
-        "| 3D points, 2D points | wrist error mean / median / p90 (mm) | depth error mean (mm) | depth bias (mm) |",
-        "|---|---|---|---|",
+        *_TABLE_HEAD,
     ]
     lines += [_table_row(name, row) for name, row in report["rows_size_unknown"].items()]
     return "\n".join(lines) + "\n"

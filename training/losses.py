@@ -31,6 +31,7 @@ import torch
 
 from models.mesh_surface import dihedral_cosines
 from models.rectify import apply_homography
+from training.metrics import procrustes_similarity
 
 LOSS_TERMS: tuple[str, ...] = (
     "mesh",
@@ -139,25 +140,14 @@ def l1_points(pred: torch.Tensor, target: torch.Tensor, scale: float = 1.0) -> t
 
 
 def procrustes_transform(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The similarity that best maps ``pred (B, N, 3)`` onto ``target (B, N, 3)`` in the least-squares
-    sense (Umeyama; rotations only, no reflections): ``(scale (B, 1, 1), rotation (B, 3, 3),
-    translation (B, 1, 3))`` with ``aligned = scale * pred @ rotation.T + translation``. Computed without
-    gradient (float64): a loss on the aligned points then teaches the shape, not the alignment, and never
-    differentiates through an SVD whose singular values may coincide."""
+    """:func:`training.metrics.procrustes_similarity` of ``pred (B, N, 3)`` onto ``target (B, N, 3)``
+    without reflections, computed without gradient in float64 and returned in ``pred``'s dtype: a loss on
+    the aligned points then teaches the shape, not the alignment, and never differentiates through an SVD
+    whose singular values may coincide."""
     _check_same(pred, target, "procrustes_transform")
     with torch.no_grad():
-        p, t = pred.detach().double(), target.detach().double()
-        mu_p, mu_t = p.mean(dim=1, keepdim=True), t.mean(dim=1, keepdim=True)
-        pc, tc = p - mu_p, t - mu_t
-        u, sigma, vh = torch.linalg.svd(tc.transpose(1, 2) @ pc)
-        sign = torch.sign(torch.linalg.det(u @ vh))
-        fix = torch.ones_like(sigma)
-        fix[:, 2] = sign
-        rotation = u @ torch.diag_embed(fix) @ vh
-        scale = ((sigma * fix).sum(dim=1) / pc.pow(2).sum(dim=(1, 2)).clamp_min(1e-12)).reshape(-1, 1, 1)
-        translation = mu_t - scale * mu_p @ rotation.transpose(1, 2)
-    dtype = pred.dtype
-    return scale.to(dtype), rotation.to(dtype), translation.to(dtype)
+        transform = procrustes_similarity(pred.detach().double(), target.detach().double(), allow_reflection=False)
+    return tuple(part.to(pred.dtype) for part in transform)  # type: ignore[return-value]
 
 
 def aligned_l1(pred_joints: torch.Tensor, gt_joints: torch.Tensor, scale: float = 1.0,

@@ -71,19 +71,32 @@ def procrustes_align_to_gt(pred: ArrayLike, gt: ArrayLike) -> torch.Tensor:
         ``(B, N, 3)`` float64 aligned prediction, metres, in the ground truth's frame.
     """
     p, g = _check_pair(pred, gt)
-    g_mean = g.mean(dim=1, keepdim=True)
-    p_mean = p.mean(dim=1, keepdim=True)
-    g_c = g - g_mean
-    p_c = p - p_mean
+    scale, rotation, translation = procrustes_similarity(p, g)
+    return scale * p @ rotation.transpose(1, 2) + translation
+
+
+def procrustes_similarity(pred: torch.Tensor, gt: torch.Tensor,
+                          allow_reflection: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The similarity that best maps each ``pred (B, N, 3)`` onto its ``gt (B, N, 3)`` (least squares;
+    tensors of one float dtype, any device): ``(scale (B, 1, 1), rotation (B, 3, 3), translation (B, 1, 3))``
+    with ``aligned = scale * pred @ rotation.T + translation``. ``allow_reflection`` as FreiHAND's
+    evaluation (scipy's ``orthogonal_procrustes``): the "rotation" may be a mirror; without it the best
+    proper rotation (Umeyama)."""
+    g_mean = gt.mean(dim=1, keepdim=True)
+    p_mean = pred.mean(dim=1, keepdim=True)
+    g_c = gt - g_mean
+    p_c = pred - p_mean
     g_scale = torch.linalg.norm(g_c, dim=(1, 2), keepdim=True) + _EPS_NORM
     p_scale = torch.linalg.norm(p_c, dim=(1, 2), keepdim=True) + _EPS_NORM
-    g_n = g_c / g_scale
-    p_n = p_c / p_scale
     # Orthogonal Procrustes: R minimises ||g_n R - p_n||_F, so p_n R^T best matches g_n.
-    u, s, vh = torch.linalg.svd(g_n.transpose(1, 2) @ p_n)
-    rot = u @ vh
-    scale = s.sum(dim=-1)[:, None, None]
-    return (p_n @ rot.transpose(1, 2)) * scale * g_scale + g_mean
+    u, s, vh = torch.linalg.svd((g_c / g_scale).transpose(1, 2) @ (p_c / p_scale))
+    if not allow_reflection:
+        fix = torch.ones_like(s)
+        fix[:, -1] = torch.sign(torch.linalg.det(u @ vh))
+        u, s = u * fix.unsqueeze(1), s * fix
+    rotation = u @ vh
+    scale = s.sum(dim=-1)[:, None, None] * g_scale / p_scale
+    return scale, rotation, g_mean - scale * p_mean @ rotation.transpose(1, 2)
 
 
 def point_distances(pred: ArrayLike, gt: ArrayLike) -> torch.Tensor:
