@@ -91,12 +91,15 @@ def load_state_strict(model: M3DHMR, path: Path | str) -> None:
 
 
 def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | torch.device = "cpu", *,
-                    surface_smoothing: int | None = None, skin_clamp: bool | None = None) -> M3DHMR:
+                    surface_smoothing: int | None = None, skin_clamp: bool | None = None,
+                    landmark_ray_lift: float | None = None) -> M3DHMR:
     """Build the model from the checkpoint's own config and the asset (default ``load_hand_asset()``), load strictly.
 
     ``surface_smoothing`` replaces the config's Taubin iterations (a fixed layer without parameters, so any
     value loads the same tensors); None keeps the checkpoint's own. ``skin_clamp`` likewise switches the
-    skin-thickness clamp (``models.skin_thickness.ThicknessClamp``, also without parameters).
+    skin-thickness clamp (``models.skin_thickness.ThicknessClamp``, also without parameters), and
+    ``landmark_ray_lift`` sets how far the fused landmarks are moved onto their 2D rays
+    (``models.landmark_lift``, no parameters either).
     """
     metadata = read_checkpoint_metadata(path)
     config = metadata.config
@@ -107,6 +110,11 @@ def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | to
             raise CheckpointError(f"checkpoint {path}: cannot smooth its meshes: {error}") from error
     if skin_clamp is not None:
         config = dataclasses.replace(config, skin_clamp=bool(skin_clamp))
+    if landmark_ray_lift is not None:
+        try:
+            config = dataclasses.replace(config, landmark_ray_lift=float(landmark_ray_lift))
+        except ValueError as error:
+            raise CheckpointError(f"checkpoint {path}: cannot lift its landmarks: {error}") from error
     model = M3DHMR.from_config(config, asset)
     load_state_strict(model, path)
     return model.to(device).eval()

@@ -25,6 +25,7 @@ from models.dgp import solve_translation
 from models.encoders import StackedResNetEncoder
 from models.errors import InputShapeError
 from models.joint_head import DGPWeightHead, sample_features_at_points, soft_argmax_2d
+from models.landmark_lift import lift_landmarks_to_rays
 from models.landmark_skinning import LandmarkSkinning
 from models.mediapipe_frame import hand_length
 from models.skin_thickness import ThicknessClamp, load_thickness_bounds
@@ -104,9 +105,13 @@ class M3DHMR(nn.Module):
         surface_smoothing: int = 0,
         landmark_skin_chain: bool = False,
         skin_clamp_bounds: np.ndarray | None = None,
+        landmark_ray_lift: float = 0.0,
     ) -> None:
         super().__init__()
         self.crop_size = crop_size
+        if landmark_ray_lift and not fused_cue:
+            raise ValueError("landmark_ray_lift needs fused_cue (it moves the fused landmarks)")
+        self.landmark_ray_lift = float(landmark_ray_lift)
         self.dgp_damping = dgp_damping
         self.asset_sha256 = topology.sha256
         self.asset_version = topology.version
@@ -190,6 +195,7 @@ class M3DHMR(nn.Module):
                           if config.landmark_skin or config.skin_clamp else None),
             skin_clamp_bounds=(load_thickness_bounds(num_vertices=len(np.asarray(asset.template_vertices)))
                                if config.skin_clamp else None),
+            landmark_ray_lift=config.landmark_ray_lift,
         )
         model.config = config
         return model
@@ -266,6 +272,10 @@ class M3DHMR(nn.Module):
                 landmarks_3d_mask = crops.new_ones(batch)
             lm = landmarks_3d.to(dtype)
             lm_mask = landmarks_3d_mask.to(dtype).reshape(-1, 1, 1)
+            if self.landmark_ray_lift:
+                # the cue's own 2D points (inputs, no gradient): the landmarks' rays, not the network's guess
+                points_2d = (joints_2d_used if joints_2d_external is None else joints_2d_external).to(dtype).detach()
+                lm = lift_landmarks_to_rays(lm, points_2d, K_virt.to(dtype), self.landmark_ray_lift, lm_mask)
             lm_len = hand_length(lm).clamp_min(1e-3).reshape(-1, 1, 1)
             lm_unit = lm * (self.template_hand_length / lm_len)
             parts += [lm_unit * (lm_mask / LANDMARK_UNIT_M), lm_mask.expand(-1, NUM_JOINTS, 1)]

@@ -28,8 +28,9 @@ def skinning() -> LandmarkSkinning:
 @pytest.fixture(scope="module")
 def fused_model() -> M3DHMR:
     torch.manual_seed(0)
-    # Without the surface smoothing (tests/test_surface_smoothing.py), so the skinned landmarks come out exactly.
-    model = M3DHMR.from_config(replace(get_preset("realtime_fused"), surface_smoothing=0)).eval()
+    # Without the surface smoothing (tests/test_surface_smoothing.py) and the ray lift (tests/test_landmark_lift.py),
+    # so the skinned landmarks come out exactly.
+    model = M3DHMR.from_config(replace(get_preset("realtime_fused"), surface_smoothing=0, landmark_ray_lift=0.0)).eval()
     with torch.no_grad():
         model.decoder.head.weight.zero_()
         model.decoder.head.bias.zero_()

@@ -57,6 +57,9 @@ def test_ship_writes_files_the_doctor_verifies(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="smooth"):  # image-only networks have no fused meshes to smooth
         ship(checkpoint, "smoothed", out_dir=tmp_path / "weights", eval_samples=2, surface_smoothing=2)
     assert not (tmp_path / "weights" / "smoothed.safetensors").exists()
+    with pytest.raises(CheckpointError, match="lift"):  # nor landmarks to lift
+        ship(checkpoint, "lifted", out_dir=tmp_path / "weights", eval_samples=2, landmark_ray_lift=0.6)
+    assert not (tmp_path / "weights" / "lifted.safetensors").exists()
 
 
 def test_the_data_recipe_lists_the_label_free_terms_and_hand_priors_used() -> None:

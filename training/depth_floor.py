@@ -1,7 +1,7 @@
 """How far the wrist lands from its true place when DGP solves against MediaPipe's 2D landmarks with a
 perfect hand: the floor of the app's camera-space error on synthetic frames.
 
-    python -m training.depth_floor --cache data/mediapipe_labels/synth_5d4cc86305d3_seed1000003 \
+    python -m training.depth_floor --cache data/mediapipe_labels/synth_7d6754d556a0_seed1000003 \
         --out runs/depth_floor
 
 HandDGP (Valassakis and Garcia-Hernando, ECCV 2024) finds the hand's translation as the one that makes
