@@ -273,9 +273,8 @@ class M3DHMR(nn.Module):
             lm = landmarks_3d.to(dtype)
             lm_mask = landmarks_3d_mask.to(dtype).reshape(-1, 1, 1)
             if self.landmark_ray_lift:
-                # the cue's own 2D points (inputs, no gradient): the landmarks' rays, not the network's guess
-                points_2d = (joints_2d_used if joints_2d_external is None else joints_2d_external).to(dtype).detach()
-                lm = lift_landmarks_to_rays(lm, points_2d, K_virt.to(dtype), self.landmark_ray_lift, lm_mask)
+                # the 2D points this row uses (MediaPipe's on fused rows), without gradient: the lift is input prep
+                lm = lift_landmarks_to_rays(lm, joints_2d_used.detach(), K_virt.to(dtype), self.landmark_ray_lift, lm_mask)
             lm_len = hand_length(lm).clamp_min(1e-3).reshape(-1, 1, 1)
             lm_unit = lm * (self.template_hand_length / lm_len)
             parts += [lm_unit * (lm_mask / LANDMARK_UNIT_M), lm_mask.expand(-1, NUM_JOINTS, 1)]
