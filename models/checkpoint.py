@@ -102,19 +102,13 @@ def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | to
     (``models.landmark_lift``, no parameters either).
     """
     metadata = read_checkpoint_metadata(path)
-    config = metadata.config
-    if surface_smoothing is not None:
-        try:
-            config = dataclasses.replace(config, surface_smoothing=int(surface_smoothing))
-        except ValueError as error:
-            raise CheckpointError(f"checkpoint {path}: cannot smooth its meshes: {error}") from error
-    if skin_clamp is not None:
-        config = dataclasses.replace(config, skin_clamp=bool(skin_clamp))
-    if landmark_ray_lift is not None:
-        try:
-            config = dataclasses.replace(config, landmark_ray_lift=float(landmark_ray_lift))
-        except ValueError as error:
-            raise CheckpointError(f"checkpoint {path}: cannot lift its landmarks: {error}") from error
+    given = {"surface_smoothing": (int, surface_smoothing), "skin_clamp": (bool, skin_clamp),
+             "landmark_ray_lift": (float, landmark_ray_lift)}
+    overrides = {name: kind(value) for name, (kind, value) in given.items() if value is not None}
+    try:
+        config = dataclasses.replace(metadata.config, **overrides)
+    except ValueError as error:  # the config's own checks, e.g. smoothing or a lift without the fused cue
+        raise CheckpointError(f"checkpoint {path}: cannot set {overrides}: {error}") from error
     model = M3DHMR.from_config(config, asset)
     load_state_strict(model, path)
     return model.to(device).eval()
