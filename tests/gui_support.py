@@ -177,7 +177,13 @@ class FakePipeline:
 
 class CountingSource:
     """A finite or endless source of small grey frames at 30 fps; ``fail_after`` makes it raise like a
-    lost camera; ``live=False`` lets the worker pace it like a file."""
+    lost camera; ``live=False`` lets the worker pace it like a file.
+
+    A live source blocks in :meth:`read` until its next frame is due, as a camera does. Without that the
+    worker's capture thread spins, taking the frame slot's lock and the interpreter lock thousands of
+    times a second, and on a loaded 2-core machine the threads that process and present frames were
+    starved to about one result per second.
+    """
 
     def __init__(self, *, frames: int | None = None, fail_after: int | None = None, size: tuple[int, int] = (160, 120),
                  name: str = "counting", live: bool = True) -> None:
@@ -188,6 +194,7 @@ class CountingSource:
         self._size = size
         self.read_count = 0
         self.closed = False
+        self._first_read_at: float | None = None
 
     @property
     def fps(self) -> float:
@@ -198,8 +205,15 @@ class CountingSource:
             raise SourceError(f"{self.name} stopped delivering frames")
         if self._frames is not None and self.read_count >= self._frames:
             return None
+        if self.is_live:
+            now = time.perf_counter()
+            if self._first_read_at is None:
+                self._first_read_at = now
+            due = self._first_read_at + self.read_count / self.fps
+            if due > now:
+                time.sleep(due - now)
         image = np.full((self._size[1], self._size[0], 3), 90 + self.read_count % 50, np.uint8)
-        frame = Frame(bgr=image, t=self.read_count / 30.0, index=self.read_count)
+        frame = Frame(bgr=image, t=self.read_count / self.fps, index=self.read_count)
         self.read_count += 1
         return frame
 
