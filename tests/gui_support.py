@@ -30,6 +30,13 @@ os.environ.setdefault("LP_NUM_THREADS", "1")
 
 GUI_THREAD_NAMES: tuple[str, ...] = ("capture", "processing", "presenting", "scene-render")
 
+STEP_TIMEOUT_S = 60.0
+"""How long a GUI test waits for a worker thread or the window to reach its next step: a deadlock guard
+only (each step is milliseconds to a few seconds of work), never a speed target."""
+WAIT_MS = int(STEP_TIMEOUT_S * 1000)
+"""The same guard for ``qtbot.waitUntil`` (milliseconds): how long a loaded machine may take, not how
+long the worker should take."""
+
 
 def _free_display_number() -> int:
     for number in range(87, 400):

@@ -19,15 +19,12 @@ from app.ui.main_window import MainWindow
 from app.ui.renderer3d import BACKGROUND_RGB, Open3DLegacyRenderer, Open3DProcessRenderer
 from app.ui.worker import EngineSettings, LiveWorker
 from models.paths import SHARED_REAL_DIR
-from tests.gui_support import CountingSource, FakePipeline, gui_threads_alive, hand_template
+from tests.gui_support import WAIT_MS, CountingSource, FakePipeline, gui_threads_alive, hand_template
 
 pytestmark = pytest.mark.gui
 
 REAL_CLIP = SHARED_REAL_DIR / "open_palm_640x360.mp4"
 BACKGROUND = np.round(np.asarray(BACKGROUND_RGB) * 255)
-GUARD_MS = 60_000
-"""How long a step may take before the test gives up: a deadlock guard, not a speed target (each step
-is milliseconds to a few seconds of work; a loaded 2-core machine may take far longer)."""
 
 
 def processing_fps(window: MainWindow) -> float:
@@ -51,7 +48,7 @@ def open_window(qtbot, tmp_path: Path, factory, source, opener=None, realtime: b
 
 def close_window(qtbot, window: MainWindow) -> None:
     window.close()
-    qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=GUARD_MS)
+    qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=WAIT_MS)
 
 
 def drag(qtbot, widget, start: QPoint, end: QPoint, button=Qt.MouseButton.LeftButton) -> None:
@@ -70,29 +67,29 @@ def test_window_on_a_scripted_source(qtbot, tmp_path: Path, xvfb_display: str) -
     hand_template()  # load the hand asset before the clock starts
     window = open_window(qtbot, tmp_path, lambda s: FakePipeline(delay_s=0.02), "a", opener)
     try:
-        qtbot.waitUntil(lambda: window.frames_displayed >= 2, timeout=GUARD_MS)
-        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.frames_displayed >= 2, timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=WAIT_MS)
         first_3d = window.view3d.image.copy()
         assert window.hands_label.text().startswith("hands: 1 | cue: ")
         assert window.intrinsics_label.isVisibleTo(window)  # the fake marks its intrinsics as assumed
         assert "fake-backend" in window.backend_label.text()
         # The scripted hand sweeps sideways: the 3D image follows it.
         qtbot.waitUntil(
-            lambda: window.view3d.image is not None and not np.array_equal(window.view3d.image, first_3d), timeout=GUARD_MS
+            lambda: window.view3d.image is not None and not np.array_equal(window.view3d.image, first_3d), timeout=WAIT_MS
         )
         # The finite source ends: the window says so and keeps running.
-        qtbot.waitUntil(lambda: window.error_banner.isVisibleTo(window), timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.error_banner.isVisibleTo(window), timeout=WAIT_MS)
         assert "ended" in window.error_label.text()
         assert processing_fps(window) > 0
         # With the scene still, orbit with the mouse: the view changes; the reset button restores it.
-        qtbot.waitUntil(window.view3d.is_idle, timeout=GUARD_MS)
+        qtbot.waitUntil(window.view3d.is_idle, timeout=WAIT_MS)
         still = window.view3d.image.copy()
         drag(qtbot, window.view3d, QPoint(200, 200), QPoint(260, 215))
-        qtbot.waitUntil(lambda: window.view3d.is_idle() and not np.array_equal(window.view3d.image, still), timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.view3d.is_idle() and not np.array_equal(window.view3d.image, still), timeout=WAIT_MS)
         assert np.abs(window.view3d.image.astype(int) - still).sum(axis=2).astype(bool).mean() > 0.02
         count = window.view3d.frames_rendered
         qtbot.mouseClick(window.view3d.reset_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: window.view3d.frames_rendered > count and window.view3d.is_idle(), timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.view3d.frames_rendered > count and window.view3d.is_idle(), timeout=WAIT_MS)
         np.testing.assert_array_equal(window.view3d.image, still)
         # Screenshot and mesh export of the frame on screen.
         shot = window.save_screenshot()
@@ -111,7 +108,7 @@ def test_window_on_a_scripted_source(qtbot, tmp_path: Path, xvfb_display: str) -
         # Reopen after the end: a fresh source is opened and frames flow again.
         shown = window.frames_displayed
         qtbot.mouseClick(window.reopen_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: window.frames_displayed > shown, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.frames_displayed > shown, timeout=WAIT_MS)
         assert len(sources) == 2 and sources[0].closed
     finally:
         close_window(qtbot, window)
@@ -126,11 +123,11 @@ def test_lost_camera_is_shown_and_can_be_reopened(qtbot, tmp_path: Path, xvfb_di
 
     window = open_window(qtbot, tmp_path, lambda s: FakePipeline(), 0, opener)
     try:
-        qtbot.waitUntil(lambda: window.error_banner.isVisibleTo(window), timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.error_banner.isVisibleTo(window), timeout=WAIT_MS)
         assert "stopped delivering" in window.error_label.text()
         shown = window.frames_displayed
         qtbot.mouseClick(window.reopen_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: window.frames_displayed > shown + 2, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.frames_displayed > shown + 2, timeout=WAIT_MS)
         assert not window.error_banner.isVisibleTo(window)
     finally:
         close_window(qtbot, window)
@@ -157,39 +154,39 @@ def test_window_on_the_real_clip(qtbot, tmp_path: Path, xvfb_display: str, real_
     window.resize(1100, 460)
     window.show()
     try:
-        qtbot.waitUntil(lambda: window.frames_displayed >= 3, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.frames_displayed >= 3, timeout=WAIT_MS)
         first_label = window.fps_label.text()
-        qtbot.waitUntil(lambda: window.frames_displayed >= 6 and window.fps_label.text() != first_label, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.frames_displayed >= 6 and window.fps_label.text() != first_label, timeout=WAIT_MS)
         assert processing_fps(window) > 0
         # the clip shows one hand in almost every frame: a displayed frame soon carries it, with the cue
         # and the depth ensemble (the default)
         qtbot.waitUntil(lambda: window.hands_label.text().startswith("hands: 1 | cue: fused | depth: mean of 3 cues | "),
-                        timeout=GUARD_MS)
+                        timeout=WAIT_MS)
         assert window.intrinsics_label.isVisibleTo(window)
-        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=WAIT_MS)
         # Hand, grid and frustum are drawn in 3D, and the drawn hand follows the (moving) real hand.
         assert non_background_fraction(window.view3d.image) > 0.02
         seen = window.view3d.image.copy()
-        qtbot.waitUntil(lambda: not np.array_equal(window.view3d.image, seen), timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: not np.array_equal(window.view3d.image, seen), timeout=WAIT_MS)
         before = window.view3d.image.copy()
         drag(qtbot, window.view3d, QPoint(150, 150), QPoint(250, 170))
         qtbot.waitUntil(
             lambda: np.abs(window.view3d.image.astype(int) - before).sum(axis=2).astype(bool).mean() > 0.05,
-            timeout=GUARD_MS,
+            timeout=WAIT_MS,
         )
         # Record a few frames: a playable video with one frame per JSONL line.
         changes: list[tuple[bool, str]] = []
         worker.recording_changed.connect(lambda active, text: changes.append((active, text)))
         window.toggle_recording(True)
         assert window.record_label.isVisibleTo(window)
-        qtbot.waitUntil(lambda: window.last_frame is not None and window.last_frame.recording, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.last_frame is not None and window.last_frame.recording, timeout=WAIT_MS)
         start = window.frames_displayed
-        qtbot.waitUntil(lambda: window.frames_displayed >= start + 4, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.frames_displayed >= start + 4, timeout=WAIT_MS)
         window.toggle_recording(False)
-        qtbot.waitUntil(lambda: any(not active for active, _ in changes), timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: any(not active for active, _ in changes), timeout=WAIT_MS)
     finally:
         window.close()
-        qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=WAIT_MS)
     import multiprocessing
 
     assert multiprocessing.active_children() == []  # the Open3D renderer process is gone too
@@ -218,15 +215,15 @@ def test_window_on_the_bundled_sample_clip(qtbot, tmp_path: Path, xvfb_display: 
     window.resize(1100, 460)
     window.show()
     try:
-        qtbot.waitUntil(lambda: window.frames_displayed >= 3, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.frames_displayed >= 3, timeout=WAIT_MS)
         first_label = window.fps_label.text()
-        qtbot.waitUntil(lambda: window.fps_label.text() != first_label, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.fps_label.text() != first_label, timeout=WAIT_MS)
         assert processing_fps(window) > 0
         assert "sample_clip" in window.source_label.text()
-        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: window.view3d.image is not None, timeout=WAIT_MS)
     finally:
         window.close()
-        qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=GUARD_MS)
+        qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=WAIT_MS)
 
 
 def test_run_gui_without_a_display_explains_what_to_do(monkeypatch, capsys) -> None:
@@ -263,4 +260,4 @@ def test_benchmark_gui_flag_prints_the_windows_own_fps_readout(
     match = re.search(r"processing FPS shown by the window .*: median ([\d.]+)", out)
     assert match and float(match.group(1)) > 5, out
     assert cv2.imread(str(tmp_path / "shot.png")).shape[:2] == (400, 900)
-    qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=GUARD_MS)
+    qtbot.waitUntil(lambda: gui_threads_alive() == [], timeout=WAIT_MS)

@@ -17,17 +17,11 @@ from app.results import FrameResult
 from app.smoothing import SmoothingParams
 from app.sources import Frame
 from app.ui.worker import EngineSettings, LatestSlot, LiveWorker, ProcessedFrame, RateMeter, with_options
-from tests.gui_support import CountingSource, FakePipeline, gui_threads_alive
+from tests.gui_support import STEP_TIMEOUT_S, WAIT_MS, CountingSource, FakePipeline, gui_threads_alive
 
 pytestmark = pytest.mark.gui
 
 T = TypeVar("T")
-STEP_TIMEOUT_S = 60.0
-"""How long a stepped test waits for a worker thread to reach its next step (a deadlock guard only:
-each step is milliseconds of work)."""
-WAIT_MS = int(STEP_TIMEOUT_S * 1000)
-"""The same guard for ``qtbot.waitUntil`` (milliseconds): how long a loaded machine may take, not how
-long the worker should take."""
 
 
 class Factory:

@@ -29,9 +29,6 @@ from models.paths import REPO_ROOT
 from tests.recording_child import frame_times, synthetic_image, synthetic_result
 
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-GUI_GUARD_MS = 60_000
-"""How long the GUI case waits for the worker's next step (a deadlock guard only: each step is
-milliseconds of work, but a loaded 2-core machine may take seconds)."""
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -403,7 +400,7 @@ def test_gui_recording_that_fails_stops_and_says_why(qtbot, tmp_path: Path, monk
     the window (error + recording off), and the live loop goes on."""
     import app.ui.worker as worker_module
     from app.ui.worker import LiveWorker
-    from tests.gui_support import CountingSource, FakePipeline
+    from tests.gui_support import WAIT_MS, CountingSource, FakePipeline
 
     class FillingRecorder(Recorder):
         def write(self, result, annotated_bgr=None) -> None:  # noqa: ANN001
@@ -420,11 +417,11 @@ def test_gui_recording_that_fails_stops_and_says_why(qtbot, tmp_path: Path, monk
     worker.set_source(lambda: CountingSource(size=(160, 120)))
     worker.start()
     try:
-        qtbot.waitUntil(lambda: len(results) >= 2, timeout=GUI_GUARD_MS)
+        qtbot.waitUntil(lambda: len(results) >= 2, timeout=WAIT_MS)
         worker.start_recording(tmp_path / "rec.mp4", tmp_path / "rec.jsonl")
-        qtbot.waitUntil(lambda: len(changes) >= 2, timeout=GUI_GUARD_MS)
+        qtbot.waitUntil(lambda: len(changes) >= 2, timeout=WAIT_MS)
         count = len(results)
-        qtbot.waitUntil(lambda: len(results) >= count + 5, timeout=GUI_GUARD_MS)
+        qtbot.waitUntil(lambda: len(results) >= count + 5, timeout=WAIT_MS)
     finally:
         worker.stop()
     assert [active for active, _ in changes] == [True, False]
