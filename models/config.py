@@ -50,6 +50,8 @@ class M3DHMRConfig:
     ``landmark_ray_lift``: before anything reads them, the fused 3D landmarks are moved this far (0: not at
     all, 1: fully) onto the camera rays of the 2D landmarks, each at its own depth
     (``models.landmark_lift``); needs ``fused_cue``.
+    ``landmark_refiner_hidden``: width of the MLP that corrects the (lifted) fused landmarks before anything
+    reads them (``models.landmark_refiner``; 0: none); needs ``fused_cue``.
     """
 
     name: str
@@ -71,6 +73,7 @@ class M3DHMRConfig:
     landmark_skin_chain: bool = False
     skin_clamp: bool = False
     landmark_ray_lift: float = 0.0
+    landmark_refiner_hidden: int = 0
 
     def __post_init__(self) -> None:
         if self.decoder_type not in DECODER_TYPES:
@@ -89,6 +92,8 @@ class M3DHMRConfig:
             raise ValueError("surface_smoothing must be >= 0 and needs fused_cue (only fused samples are smoothed)")
         if not 0.0 <= self.landmark_ray_lift <= 1.0 or (self.landmark_ray_lift and not self.fused_cue):
             raise ValueError("landmark_ray_lift must lie in [0, 1] and needs fused_cue (it moves the fused landmarks)")
+        if self.landmark_refiner_hidden < 0 or (self.landmark_refiner_hidden and not self.fused_cue):
+            raise ValueError("landmark_refiner_hidden must be >= 0 and needs fused_cue (it corrects the fused landmarks)")
 
 
 PRESETS: dict[str, M3DHMRConfig] = {
@@ -124,7 +129,7 @@ PRESETS: dict[str, M3DHMRConfig] = {
 }
 PRESETS["realtime_fused"] = dataclasses.replace(
     PRESETS["realtime_slim"], name="realtime_fused", fused_cue=True, landmark_skin=True, predict_scale=True,
-    surface_smoothing=6, landmark_skin_chain=True, skin_clamp=True, landmark_ray_lift=0.6,
+    surface_smoothing=6, landmark_skin_chain=True, skin_clamp=True, landmark_ray_lift=0.6, landmark_refiner_hidden=256,
 )
 """``surface_smoothing=6``: the iterations at which the shipped fused meshes bend as much per edge as the
 true meshes on 324 validation frames (seed 777: 16.9 vs 16.8 degrees, 21.7 unsmoothed). ``skin_clamp``:

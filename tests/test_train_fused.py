@@ -274,3 +274,15 @@ def test_generator_rows_carry_no_mediapipe_and_run_the_network_cue(caches: dict[
 
 def load_and_sample(folder: Path) -> dict[str, np.ndarray]:
     return CueDataset(load_cue_cache(folder), None, augment=False)[0]
+
+
+def test_the_landmark_refiner_stays_frozen_unless_asked(caches: dict[str, Path], tmp_path: Path) -> None:
+    cfg = _view_config(caches, tmp_path / "run", max_steps=2)
+    trainer = FusedTrainer(cfg, show_progress=False)
+    assert trainer.model.refiner is not None
+    before = {k: v.detach().clone() for k, v in trainer.model.refiner.state_dict().items()}
+    trainer.fit()
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.refiner.state_dict().items())
+    free = FusedTrainer(replace(cfg, out_dir=str(tmp_path / "free"), freeze_refiner=False), show_progress=False)
+    trained = {id(p) for group in free.optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in trained for p in free.model.refiner.parameters())

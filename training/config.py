@@ -124,6 +124,25 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+def read_json_fields(path: Path | str, cls: type, error: type[Exception], what: str) -> tuple[Path, dict[str, Any]]:
+    """Read a JSON config for the dataclass ``cls``: a relative path is looked up as given, then under
+    ``REPO_ROOT``; unreadable JSON or fields ``cls`` does not have raise ``error`` ("cannot read <what> ...",
+    "<path>: unknown fields [...]"). Returns the path read and its fields, lists turned into tuples."""
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = REPO_ROOT / p
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise error(f"cannot read {what} {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise error(f"{p}: a {what} is a JSON object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise error(f"{p}: unknown fields {unknown}")
+    return p, {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+
+
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     if not isinstance(raw, dict):
         raise TrainConfigError(f"{where} must be a mapping, got {type(raw).__name__}")

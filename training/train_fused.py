@@ -87,6 +87,7 @@ from models.hand.asset import load_hand_asset
 from models.hand.mesh_topology import face_adjacency
 from models.mesh_surface import bend_angles_deg, dihedral_cosines
 from models.paths import REPO_ROOT
+from training.config import read_json_fields
 from training.joint_limits import joint_limit_loss, joint_limit_violation
 from training.losses import aligned_l1, dihedral_loss, edge_length_loss, fold_loss, heatmap_kl_loss, mesh_edges, normal_loss
 from training.metrics import MetricAccumulator, procrustes_align_to_gt
@@ -169,7 +170,10 @@ class FusedTrainConfig:
     ``skin_clamp_in_training``: keep the preset's skin-thickness clamp (``models.skin_thickness.ThicknessClamp``)
     in the trained model. Off by default: where the clamp acts its radial gradient is zero, so it would hide
     the decoder's spikes from the ``thickness`` term instead of teaching the decoder; it has no weights, so
-    ``training.ship --skin-clamp`` switches it on in the shipped config."""
+    ``training.ship --skin-clamp`` switches it on in the shipped config.
+    ``freeze_refiner``: the landmark refiner (``models.landmark_refiner``, fitted beforehand by
+    ``training.train_refiner`` and brought in by ``warm_start_from``) keeps its weights; the rest of the
+    network learns on its corrected landmarks."""
 
     name: str = "realtime_fused"
     model_preset: str = "realtime_fused"
@@ -205,6 +209,7 @@ class FusedTrainConfig:
     num_workers: int = 1
     seed: int = 0
     skin_clamp_in_training: bool = False
+    freeze_refiner: bool = True
     loss: FusedLossWeights = field(default_factory=FusedLossWeights)
 
     def resolve(self, path: str | None) -> Path | None:
@@ -219,20 +224,9 @@ class FusedTrainConfig:
 
 def load_fused_config(path: Path | str) -> FusedTrainConfig:
     """Load a JSON config; unknown fields are an error."""
-    p = Path(path)
-    if not p.is_absolute() and not p.exists():
-        p = REPO_ROOT / p
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise FusedTrainError(f"cannot read training config {path}: {err}") from err
-    known = {f.name for f in dataclasses.fields(FusedTrainConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise FusedTrainError(f"{p}: unknown fields {unknown}")
+    _, raw = read_json_fields(path, FusedTrainConfig, FusedTrainError, "training config")
     if "loss" in raw:
         raw["loss"] = FusedLossWeights(**raw["loss"])
-    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     return FusedTrainConfig(**raw)
 
 
@@ -607,7 +601,9 @@ class FusedTrainer:
         self.thickness = skin_thickness_of(self.model).to(self.device)
         self.loss_fn = FusedLoss(self.model.faces, self.model.decoder.template.cpu(), template_joints.cpu(),
                                  self.model.template_hand_length, cfg.loss, self.thickness).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        if self.model.refiner is not None and cfg.freeze_refiner:
+            self.model.refiner.requires_grad_(False)
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr)
         self.out_dir = cfg.resolve(cfg.out_dir) or REPO_ROOT / "runs" / cfg.name
         self.step = 0
         self.best = math.inf
