@@ -238,17 +238,13 @@ class M3DHMR(nn.Module):
         head's size cue ``(B,1,1)`` metres: the length (``models.mediapipe_frame.hand_length``) of the landmarks
         before the refiner, which is fitted up to a similarity and so leaves their size as it was, up to noise.
         """
-        if self.landmark_ray_lift:
-            landmarks_lifted = lift_landmarks_to_rays(landmarks, points_2d, K_virt, self.landmark_ray_lift, mask)
-        else:
-            landmarks_lifted = landmarks
-        size_cue = hand_length(landmarks_lifted).clamp_min(1e-3).reshape(-1, 1, 1)
+        # a blend of 0 returns the landmarks as they are
+        lifted = lift_landmarks_to_rays(landmarks, points_2d, K_virt, self.landmark_ray_lift, mask)
+        size_cue = hand_length(lifted).clamp_min(1e-3).reshape(-1, 1, 1)
         if self.refiner is None:
-            return landmarks_lifted, size_cue
-        refined = self.refiner(landmarks_lifted, landmarks, mask)
-        if self.landmark_ray_lift:
-            refined = lift_landmarks_to_rays(refined, points_2d, K_virt, self.landmark_ray_lift, mask)
-        return refined, size_cue
+            return lifted, size_cue
+        refined = self.refiner(lifted, landmarks, mask)
+        return lift_landmarks_to_rays(refined, points_2d, K_virt, self.landmark_ray_lift, mask), size_cue
 
     def forward(
         self,

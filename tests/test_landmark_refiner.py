@@ -238,7 +238,6 @@ def test_onnx_export_of_a_network_with_a_trained_refiner_matches_torch(tmp_path:
     assert all(math.isfinite(v) for v in parity.values())
 
 
-
 def test_refined_landmarks_go_back_onto_the_rays_and_keep_the_size_cue() -> None:
     torch.manual_seed(0)
     config = tiny_config(fused_cue=True, landmark_refiner_hidden=16, landmark_ray_lift=1.0)
@@ -264,7 +263,6 @@ def test_refined_landmarks_go_back_onto_the_rays_and_keep_the_size_cue() -> None
         return float((uvw[..., :2] / uvw[..., 2:3] - inputs["joints_2d_external"]).norm(dim=-1).max())
 
     assert ray_residual_px(final) < 0.05 < ray_residual_px(refined_only)
-
 
 
 def test_rounding_noise_in_the_constant_features_does_not_move_the_output(tmp_path: Path) -> None:

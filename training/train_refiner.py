@@ -160,11 +160,10 @@ def refine(refiner: LandmarkRefiner, data: LandmarkSet) -> torch.Tensor:
     return refiner(data.lifted, data.unlifted)
 
 
-@torch.no_grad()
-def network_landmarks(refiner: LandmarkRefiner, data: LandmarkSet) -> torch.Tensor:
-    """The refined landmarks moved back onto MediaPipe's 2D rays ``(N,21,3)`` float64: what the network's
+def back_on_rays(refined: torch.Tensor, data: LandmarkSet) -> torch.Tensor:
+    """``refined (N,21,3)`` landmarks of ``data`` moved back onto MediaPipe's 2D rays: what the network's
     decoder and skinning skip read (``M3DHMR.prepare_landmarks``)."""
-    return lift_landmarks_to_rays(refine(refiner, data), data.uv, data.k_virt, data.ray_lift)
+    return lift_landmarks_to_rays(refined, data.uv, data.k_virt, data.ray_lift)
 
 
 def pose_diversity_mm(points: torch.Tensor, seed: int = 0) -> float:
@@ -180,7 +179,7 @@ def score(refiner: LandmarkRefiner, data: LandmarkSet) -> dict[str, float]:
     second lift (what the network reads); the refiner's mean joint move."""
     assert data.truth is not None
     refined = refine(refiner, data)
-    final = network_landmarks(refiner, data)
+    final = back_on_rays(refined, data)
     return {
         "hands": len(data.lifted),
         "pa_mpjpe_lifted_mm": float(pa_point_distances(data.lifted, data.truth).mean()) * 1000.0,
@@ -241,7 +240,7 @@ def refiner_report(refiner: LandmarkRefiner, cfg: RefinerConfig, lift: float, co
                             "diversity_unlifted_mm": pose_diversity_mm(photos.unlifted),
                             "diversity_lifted_mm": pose_diversity_mm(photos.lifted),
                             "diversity_refined_mm": pose_diversity_mm(refined),
-                            "diversity_network_input_mm": pose_diversity_mm(network_landmarks(refiner, photos))}
+                            "diversity_network_input_mm": pose_diversity_mm(back_on_rays(refined, photos))}
     if not math.isfinite(report["val"]["pa_mpjpe_refined_mm"]):
         raise RefinerTrainError("the refined validation landmarks are not finite")
     return report
