@@ -92,18 +92,19 @@ def load_state_strict(model: M3DHMR, path: Path | str) -> None:
 
 def load_checkpoint(path: Path | str, asset: Any | None = None, device: str | torch.device = "cpu", *,
                     surface_smoothing: int | None = None, skin_clamp: bool | None = None,
-                    landmark_ray_lift: float | None = None) -> M3DHMR:
+                    landmark_ray_lift: float | None = None, landmark_pull: float | None = None) -> M3DHMR:
     """Build the model from the checkpoint's own config and the asset (default ``load_hand_asset()``), load strictly.
 
     ``surface_smoothing`` replaces the config's Taubin iterations (a fixed layer without parameters, so any
     value loads the same tensors); None keeps the checkpoint's own. ``skin_clamp`` likewise switches the
     skin-thickness clamp (``models.skin_thickness.ThicknessClamp``, also without parameters), and
     ``landmark_ray_lift`` sets how far the fused landmarks are moved onto their 2D rays
-    (``models.landmark_lift``, no parameters either).
+    (``models.landmark_lift``, no parameters either), ``landmark_pull`` how far the placed fused mesh is
+    pulled towards the refined landmarks (``M3DHMR.pull_towards_landmarks``, no parameters).
     """
     metadata = read_checkpoint_metadata(path)
     given = {"surface_smoothing": (int, surface_smoothing), "skin_clamp": (bool, skin_clamp),
-             "landmark_ray_lift": (float, landmark_ray_lift)}
+             "landmark_ray_lift": (float, landmark_ray_lift), "landmark_pull": (float, landmark_pull)}
     overrides = {name: kind(value) for name, (kind, value) in given.items() if value is not None}
     try:
         config = dataclasses.replace(metadata.config, **overrides)

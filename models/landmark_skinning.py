@@ -136,3 +136,22 @@ class LandmarkSkinning(nn.Module):
         blended_off = torch.einsum("vb,nbi->nvi", weights, offsets)
         rest = self.template_vertices.to(landmarks.dtype)
         return (blended_rot @ rest.unsqueeze(-1)).squeeze(-1) + blended_off
+
+    def retarget(self, vertices: Tensor, joints: Tensor, target: Tensor) -> Tensor:
+        """Move a posed mesh so that its skeleton follows ``target``: ``(B, V, 3)``.
+
+        vertices ``(B, V, 3)`` and their joints ``(B, 21, 3)`` (any frame, same units), target ``(B, 21, 3)`` in
+        that frame. Every bone turns by the rotation that takes its frame in ``joints`` to its frame in
+        ``target`` (:meth:`bone_rotations` of both), about its pivot, and its pivot moves to the target's;
+        the vertices follow by linear blend skinning with the asset's weights:
+        ``v' = sum_b w_vb (dR_b (v - J_pivot(b)) + T_pivot(b))``. The mesh's own shape (finger thickness,
+        bone lengths) is kept; with ``target == joints`` it is returned unchanged (up to rounding). Unlike
+        :meth:`forward`, it never poses the template, and it ignores ``chain``."""
+        delta = self.bone_rotations(target) @ self.bone_rotations(joints).transpose(-1, -2)  # (B, 16, 3, 3)
+        pivots_from = joints.index_select(1, self.pivot_index)
+        pivots_to = target.index_select(1, self.pivot_index)
+        offsets = pivots_to - (delta @ pivots_from.unsqueeze(-1)).squeeze(-1)  # (B, 16, 3)
+        weights = self.skin_weights.to(vertices.dtype)
+        blended_rot = torch.einsum("vb,nbij->nvij", weights, delta)
+        blended_off = torch.einsum("vb,nbi->nvi", weights, offsets)
+        return (blended_rot @ vertices.unsqueeze(-1)).squeeze(-1) + blended_off

@@ -19,6 +19,7 @@ from models.hand import HandModel
 from models.hand.poses import sample_poses
 from models.landmark_refiner import LandmarkRefiner, palm_frame
 from models.m3dhmr import M3DHMR
+from tests.cue_cache_support import write_cue_cache
 from tests.net_fixtures import make_icosphere_asset, tiny_config
 from training.metrics import pa_point_distances
 from training.train_refiner import (
@@ -217,7 +218,7 @@ def test_install_writes_a_loadable_checkpoint_with_the_refiner(tmp_path: Path) -
     with torch.no_grad():
         refiner.out.bias.fill_(0.01)
     out = tmp_path / "with_refiner.safetensors"
-    install(base_path, refiner, out, {"note": "test"}, asset)
+    install(load_checkpoint(base_path, asset), refiner, out, {"note": "test"}, asset)
     loaded = load_checkpoint(out, asset)
     assert loaded.config is not None and loaded.config.landmark_refiner_hidden == 24
     assert loaded.refiner is not None and torch.equal(loaded.refiner.out.bias, refiner.out.bias)
@@ -251,8 +252,8 @@ def test_refined_landmarks_go_back_onto_the_rays_and_keep_the_size_cue() -> None
     mask = torch.ones(2, 1, 1)
     with torch.no_grad():
         model.refiner.out.weight.normal_(0.0, 0.05)
-        lifted, size_plain = plain.prepare_landmarks(noisy, inputs["joints_2d_external"], inputs["K_virt"], mask)
-        final, size_cue = model.prepare_landmarks(noisy, inputs["joints_2d_external"], inputs["K_virt"], mask)
+        lifted, size_plain, none = plain.prepare_landmarks(noisy, inputs["joints_2d_external"], inputs["K_virt"], mask)
+        final, size_cue, before_lift = model.prepare_landmarks(noisy, inputs["joints_2d_external"], inputs["K_virt"], mask)
         refined_only = model.refiner(lifted, noisy, mask)
     assert not torch.allclose(final, lifted, atol=1e-4)  # the refiner moved them
     assert torch.equal(size_cue, size_plain)  # the scale head's cue is the lifted landmarks' size
@@ -263,6 +264,7 @@ def test_refined_landmarks_go_back_onto_the_rays_and_keep_the_size_cue() -> None
         return float((uvw[..., :2] / uvw[..., 2:3] - inputs["joints_2d_external"]).norm(dim=-1).max())
 
     assert ray_residual_px(final) < 0.05 < ray_residual_px(refined_only)
+    assert none is None and before_lift is not None and torch.equal(before_lift, refined_only)
 
 
 def test_rounding_noise_in_the_constant_features_does_not_move_the_output(tmp_path: Path) -> None:
@@ -275,10 +277,9 @@ def test_rounding_noise_in_the_constant_features_does_not_move_the_output(tmp_pa
 
 
 def test_evaluate_reports_the_refiner_inside_a_checkpoint(tmp_path: Path) -> None:
-    from tests.test_train_fused import _write_cache
     from training.train_refiner import main
 
-    synth = _write_cache(tmp_path / "synth", 12, 1, photos=False)
+    synth = write_cue_cache(tmp_path / "synth", 12, 1, photos=False)
     checkpoint = tmp_path / "net.safetensors"
     preset = get_preset("realtime_fused")  # the shipped hand asset, which load_checkpoint expects
     save_checkpoint(M3DHMR.from_config(preset), checkpoint)
@@ -290,6 +291,7 @@ def test_evaluate_reports_the_refiner_inside_a_checkpoint(tmp_path: Path) -> Non
     # an untrained refiner changes nothing
     assert report["val"]["pa_mpjpe_refined_mm"] == pytest.approx(report["val"]["pa_mpjpe_lifted_mm"])
     assert (tmp_path / "r_refiner.md").read_text().startswith("# Landmark refiner")
-    save_checkpoint(M3DHMR.from_config(dataclasses.replace(preset, landmark_refiner_hidden=0)), tmp_path / "plain.safetensors")
+    save_checkpoint(M3DHMR.from_config(dataclasses.replace(preset, landmark_refiner_hidden=0, landmark_pull=0.0)),
+                    tmp_path / "plain.safetensors")
     with pytest.raises(RefinerTrainError, match="no landmark refiner"):
         main(["--config", str(config), "--evaluate", str(tmp_path / "plain.safetensors")])

@@ -18,7 +18,7 @@ from app.mediapipe_labels import (
 from models.paths import SHARED_REAL_DIR
 from models.rectify import crop_to_image
 from tests.pipeline_fakes import hand_landmarks
-from tests.test_train_fused import _write_cache
+from tests.cue_cache_support import write_cue_cache
 from training.synth.real_priors import flexion_angles
 
 PHOTOS = SHARED_REAL_DIR / "photos"
@@ -64,8 +64,8 @@ def test_flexion_angles_of_a_straight_and_a_bent_finger() -> None:
 
 
 def test_reports_on_fabricated_caches(tmp_path: Path) -> None:
-    synth = _write_cache(tmp_path / "synth", 10, 4, photos=False)
-    photos = _write_cache(tmp_path / "photos", 10, 5, photos=True)
+    synth = write_cue_cache(tmp_path / "synth", 10, 4, photos=False)
+    photos = write_cue_cache(tmp_path / "photos", 10, 5, photos=True)
     offsets = offset_report(synth)
     assert offsets["hands"] == 10 and len(offsets["joints"]) == 21
     # the fabricated MediaPipe points are the truth plus 2 px of noise: no offset near a centimetre

@@ -35,11 +35,13 @@ from tests.pipeline_fakes import GeometricBackend
 REAL_CLIP = SHARED_REAL_DIR / "open_palm_640x360.mp4"
 pytestmark = [pytest.mark.real, pytest.mark.skipif(not REAL_CLIP.is_file(), reason="../shared/real absent")]
 SHIPPED = default_weights("torch")
-FUSED_BOUND = 0.035
+FUSED_BOUND = 0.045
 NETWORK_BOUND = 0.08
 MEDIAPIPE_BOUND = 0.035
 """Median projected-joint distance to MediaPipe's landmarks / hand box side that the shipped weights must
-stay under on this clip (shipped realtime_fused: see README "Measured results")."""
+stay under on this clip (shipped realtime_fused: see README "Measured results"). The fused cue's bound
+was 0.035 until phase 18 (0.021 then); the pull towards the refined landmarks moves the fused mesh off
+MediaPipe's 2D landmarks by design (0.034 with phase 18), so its bound keeps the same margin above that."""
 
 
 def _backend():

@@ -11,12 +11,12 @@ from training.mp_data import CueBatch, CueDataset, collate_cue_samples, load_cue
 from training.reframe import (draw_reframes, joint_box_reframes, reframe_homography, reframe_rows, rotation_to_optical_axis,
                               warp_crops)
 from training.synth.dataset import BoxJitter
-from tests.test_train_fused import _write_cache
+from tests.cue_cache_support import view_config, write_cue_cache
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> CueBatch:
-    folder = _write_cache(tmp_path_factory.mktemp("reframe") / "synth", 4, 5, photos=False)
+    folder = write_cue_cache(tmp_path_factory.mktemp("reframe") / "synth", 4, 5, photos=False)
     dataset = CueDataset(load_cue_cache(folder), None, augment=False)
     return collate_cue_samples([dataset[i] for i in range(len(dataset))])
 
@@ -117,14 +117,13 @@ def test_joint_boxes_jitter_like_the_generator() -> None:
 
 
 def test_the_trainer_reframes_synthetic_rows(tmp_path: Path) -> None:
-    from tests.test_train_fused import _view_config
     from training.train_fused import FusedTrainer
 
     root = tmp_path / "caches"
-    caches = {"synth": _write_cache(root / "synth", 8, 1, photos=False), "photos": _write_cache(root / "photos", 30, 2, photos=True),
-              "test": _write_cache(root / "test", 4, 3, photos=False)}
-    summary = FusedTrainer(_view_config(caches, tmp_path / "run", synth_reframe_prob=1.0), show_progress=False).fit()
+    caches = {"synth": write_cue_cache(root / "synth", 8, 1, photos=False), "photos": write_cue_cache(root / "photos", 30, 2, photos=True),
+              "test": write_cue_cache(root / "test", 4, 3, photos=False)}
+    summary = FusedTrainer(view_config(caches, tmp_path / "run", synth_reframe_prob=1.0), show_progress=False).fit()
     assert summary["steps"] == 2
-    summary = FusedTrainer(_view_config(caches, tmp_path / "run2", synth_reframe_prob=0.5, synth_joint_box_prob=0.5),
+    summary = FusedTrainer(view_config(caches, tmp_path / "run2", synth_reframe_prob=0.5, synth_joint_box_prob=0.5),
                            show_progress=False).fit()
     assert summary["steps"] == 2

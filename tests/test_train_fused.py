@@ -2,7 +2,6 @@
 ``app.mediapipe_labels`` (no MediaPipe run, no rendering)."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,12 +11,10 @@ import torch
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import get_preset
-from models.hand import HandModel
 from models.hand.asset import load_hand_asset
-from models.hand.poses import sample_poses
 from models.m3dhmr import M3DHMR
-from models.mediapipe_frame import world_landmarks_to_virtual
-from models.rectify import image_to_crop, rectification_from_box
+from models.paths import REPO_ROOT
+from tests.cue_cache_support import S, view_config, write_cue_cache
 from training.mp_data import CueDataset, collate_cue_samples, load_cue_cache, photo_is_held_out, photo_split
 from training.train_fused import (
     FusedLoss,
@@ -33,58 +30,14 @@ from training.train_fused import (
     warm_start,
 )
 
-S = 128
-
-
-def _hands(n: int, seed: int) -> dict[str, np.ndarray]:
-    """n posed hands 0.4-0.6 m in front of a 640x480 camera, cut like the app cuts them."""
-    rng = np.random.default_rng(seed)
-    out = HandModel.default()(torch.as_tensor(sample_poses(n, rng), dtype=torch.float32))
-    K = np.array([[500.0, 0, 319.5], [0, 500, 239.5], [0, 0, 1]])
-    records: dict[str, list[np.ndarray]] = {}
-    for i in range(n):
-        t = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.4, 0.6)])
-        joints = out.joints[i].numpy().astype(np.float64) - out.joints[i, 0].numpy() + t
-        verts = out.vertices[i].numpy().astype(np.float64) - out.joints[i, 0].numpy() + t
-        uv = joints[:, :2] / joints[:, 2:] * 500 + np.array([319.5, 239.5])
-        mp_uv = uv + rng.normal(0, 2.0, uv.shape)
-        box = np.concatenate([mp_uv.min(0), mp_uv.max(0)])
-        rect = rectification_from_box(K, box, crop_size=S, margin=0.25, mirror=False)
-        world = joints - joints.mean(0) + rng.normal(0, 0.004, joints.shape)
-        rec = {
-            "index": np.array(i), "crop_rgb": rng.integers(0, 255, (S, S, 3), dtype=np.uint8),
-            "K_virt": np.asarray(rect.K_virt, np.float32), "virt_from_cam": np.asarray(rect.virt_from_cam, np.float32),
-            "crop_from_image": np.asarray(rect.H, np.float32), "K": K.astype(np.float32),
-            "image_size": np.array([640, 480]), "mp_uv_crop": np.asarray(image_to_crop(mp_uv, np.asarray(rect.H)), np.float32),
-            "mp_world_virt": world_landmarks_to_virtual(world, np.asarray(rect.virt_from_cam)).astype(np.float32),
-            "mp_world": world.astype(np.float32), "mp_uv_img": mp_uv.astype(np.float32), "mp_z": np.zeros(21, np.float32),
-            "mp_right": np.array(True), "mp_score": np.array(0.9, np.float32), "is_right": np.array(True),
-            "joints_cam": joints.astype(np.float32), "verts_cam": verts.astype(np.float32),
-        }
-        for k, v in rec.items():
-            records.setdefault(k, []).append(v)
-    return {k: np.stack(v) for k, v in records.items()}
-
-
-def _write_cache(folder: Path, n: int, seed: int, photos: bool) -> Path:
-    folder.mkdir(parents=True)
-    arrays = _hands(n, seed)
-    if photos:
-        del arrays["joints_cam"], arrays["verts_cam"]
-        (folder / "files.json").write_text(json.dumps([f"webcam_hands/p{i:03d}.jpg" for i in range(n)]))
-    all_index = np.arange(n + 2)
-    np.savez(folder / "chunk_00000.npz", all_index=all_index, all_found=all_index < n,
-             all_handed_ok=all_index < n, **arrays)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cue_caches")
     return {
-        "synth": _write_cache(root / "synth", 12, 1, photos=False),
-        "photos": _write_cache(root / "photos", 40, 2, photos=True),
-        "test": _write_cache(root / "test", 6, 3, photos=False),
+        "synth": write_cue_cache(root / "synth", 12, 1, photos=False),
+        "photos": write_cue_cache(root / "photos", 40, 2, photos=True),
+        "test": write_cue_cache(root / "test", 6, 3, photos=False),
     }
 
 
@@ -176,20 +129,8 @@ def test_amplitude_mixing_keeps_geometry_and_moves_low_frequencies() -> None:
         mix_amplitude_spectrum(synthetic, real[:32])
 
 
-def _view_config(caches: dict[str, Path], out: Path, **overrides: object) -> FusedTrainConfig:
-    loss = FusedLossWeights(real_distill=1.0, real_con2d=1.0, real_con3d=0.5, real_limits=1.0, real_surface=0.5,
-                            dihedral=0.5, real_fold=0.5, thickness=1.0, aligned=1.0)
-    values: dict[str, object] = dict(
-        synth_cache=str(caches["synth"]), photo_cache=str(caches["photos"]), test_cache=str(caches["test"]),
-        out_dir=str(out), batch_size=6, real_per_batch=3, max_steps=2, time_budget_s=600, eval_every_steps=0,
-        eval_samples=6, checkpoint_every_steps=0, log_every_steps=1, num_workers=0, loss=loss,
-    )
-    values.update(overrides)
-    return FusedTrainConfig(**values)  # type: ignore[arg-type]
-
-
 def test_real_view_terms_train_the_image_only_path_and_leave_the_teacher_alone(caches: dict[str, Path], tmp_path: Path) -> None:
-    trainer = FusedTrainer(_view_config(caches, tmp_path / "run"), show_progress=False)
+    trainer = FusedTrainer(view_config(caches, tmp_path / "run"), show_progress=False)
     samples = [trainer.train_synth[0], trainer.train_synth[1]] + [trainer.train_real[i] for i in range(4)]
     batch = collate_cue_samples(samples)
     cues = torch.tensor([0, 2, 0, 1, 2, 2])
@@ -210,7 +151,7 @@ def test_real_view_terms_train_the_image_only_path_and_leave_the_teacher_alone(c
 
 
 def test_trainer_logs_the_view_terms(caches: dict[str, Path], tmp_path: Path) -> None:
-    summary = FusedTrainer(_view_config(caches, tmp_path / "run"), show_progress=False).fit()
+    summary = FusedTrainer(view_config(caches, tmp_path / "run"), show_progress=False).fit()
     header = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0].split(",")
     assert {"real_distill", "real_distill_view", "real_con2d", "real_con3d", "real_limits",
             "real_surface", "real_surface_view", "dihedral", "real_fold", "thickness", "aligned"} <= set(header)
@@ -233,7 +174,7 @@ def test_the_thickness_term_needs_its_measure() -> None:
 def test_ablation_trains_each_variant_from_the_same_start(caches: dict[str, Path], tmp_path: Path) -> None:
     from training.ablate_fused import VARIANTS, run_ablation
 
-    base = _view_config(caches, tmp_path / "unused")
+    base = view_config(caches, tmp_path / "unused")
     chosen = {k: VARIANTS[k] for k in ("all", "- real_distill")}
     report = run_ablation(base, 1, tmp_path / "ablation", chosen)
     assert list(report["variants"]) == ["start", "all", "- real_distill"]
@@ -244,7 +185,7 @@ def test_ablation_trains_each_variant_from_the_same_start(caches: dict[str, Path
 
 
 def test_extra_synthetic_caches_are_merged(caches: dict[str, Path], tmp_path: Path) -> None:
-    cfg = _view_config(caches, tmp_path / "run", extra_synth_caches=(str(caches["test"]),), max_steps=1)
+    cfg = view_config(caches, tmp_path / "run", extra_synth_caches=(str(caches["test"]),), max_steps=1)
     trainer = FusedTrainer(cfg, show_progress=False)
     assert len(trainer.synth) == 12 + 6 and len(set(trainer.synth.arrays["index"].tolist())) == 18
     assert trainer.fit()["steps"] == 1
@@ -265,11 +206,11 @@ def test_generator_rows_carry_no_mediapipe_and_run_the_network_cue(caches: dict[
     np.testing.assert_allclose(batch.joints_uv[0].numpy(), view["joints_2d_crop"], atol=1e-2)
     cues = restrict_cues(torch.tensor([0, 1, 0, 2]), torch.tensor([False, False, True, True]))
     assert cues.tolist() == [2, 2, 0, 2]
-    summary = FusedTrainer(_view_config(caches, tmp_path / "run", batch_size=7, generator_per_batch=2,
+    summary = FusedTrainer(view_config(caches, tmp_path / "run", batch_size=7, generator_per_batch=2,
                                         synth_joint_box_prob=0.5), show_progress=False).fit()
     assert summary["steps"] == 2
     with pytest.raises(FusedTrainError, match="no room"):
-        FusedTrainer(_view_config(caches, tmp_path / "run2", batch_size=5, generator_per_batch=2), show_progress=False).fit()
+        FusedTrainer(view_config(caches, tmp_path / "run2", batch_size=5, generator_per_batch=2), show_progress=False).fit()
 
 
 def load_and_sample(folder: Path) -> dict[str, np.ndarray]:
@@ -277,7 +218,7 @@ def load_and_sample(folder: Path) -> dict[str, np.ndarray]:
 
 
 def test_the_landmark_refiner_stays_frozen_unless_asked(caches: dict[str, Path], tmp_path: Path) -> None:
-    cfg = _view_config(caches, tmp_path / "run", max_steps=2)
+    cfg = view_config(caches, tmp_path / "run", max_steps=2)
     trainer = FusedTrainer(cfg, show_progress=False)
     assert trainer.model.refiner is not None
     before = {k: v.detach().clone() for k, v in trainer.model.refiner.state_dict().items()}
@@ -286,3 +227,26 @@ def test_the_landmark_refiner_stays_frozen_unless_asked(caches: dict[str, Path],
     free = FusedTrainer(replace(cfg, out_dir=str(tmp_path / "free"), freeze_refiner=False), show_progress=False)
     trained = {id(p) for group in free.optimizer.param_groups for p in group["params"]}
     assert all(id(p) in trained for p in free.model.refiner.parameters())
+
+
+def test_weight_averaging_keeps_and_evaluates_the_average(caches: dict[str, Path], tmp_path: Path) -> None:
+    cfg = replace(view_config(caches, tmp_path / "run", max_steps=3), ema_decay=0.5)
+    trainer = FusedTrainer(cfg, show_progress=False)
+    trainer.fit()
+    raw = dict(trainer.model.named_parameters())
+    averaged = dict(trainer.kept_model.named_parameters())
+    assert trainer.kept_model is not trainer.model
+    assert any(not torch.equal(raw[k], v) for k, v in averaged.items())
+    kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "last_ema.safetensors").state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in trainer.kept_model.state_dict().items())
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").state_dict()
+    assert all(torch.equal(last[k], v) for k, v in trainer.model.state_dict().items())
+    with pytest.raises(FusedTrainError, match="ema_decay"):
+        FusedTrainer(replace(cfg, ema_decay=1.0), show_progress=False)
+
+def test_every_fused_training_config_loads() -> None:
+    configs = sorted((REPO_ROOT / "training" / "configs").glob("realtime_fused_cpu*.json"))
+    assert len(configs) >= 18
+    for path in configs:
+        cfg = load_fused_config(path)
+        assert cfg.model_preset == "realtime_fused", path

@@ -115,17 +115,19 @@ def _fused_data_recipe(extra: dict[str, str]) -> dict[str, Any] | None:
 
 def ship(checkpoint: Path, name: str, out_dir: Path = WEIGHTS_DIR, eval_samples: int = 1000, notes: str = "",
          extra_reports: tuple[Path, ...] = (), surface_smoothing: int | None = None,
-         skin_clamp: bool | None = None, landmark_ray_lift: float | None = None) -> Path:
+         skin_clamp: bool | None = None, landmark_ray_lift: float | None = None,
+         landmark_pull: float | None = None) -> Path:
     """Write ``out_dir/<name>.{safetensors,onnx}``, the evaluation report and the manifest; return the manifest path.
 
     ``extra_reports``: further evaluation files (e.g. ``app.evaluate_app`` JSON/markdown) copied beside the
     weights and listed in the manifest. ``surface_smoothing``: Taubin iterations written into the shipped
     config (``models.surface_smoothing``; None keeps the checkpoint's); ``skin_clamp`` likewise for the
     skin-thickness clamp (``models.skin_thickness.ThicknessClamp``) and ``landmark_ray_lift`` for the fused
-    cue's ray lift (``models.landmark_lift``)."""
+    cue's ray lift (``models.landmark_lift``) and ``landmark_pull`` for its pull towards the refined
+    landmarks (``M3DHMR.pull_towards_landmarks``)."""
     meta = read_checkpoint_metadata(checkpoint)
     model = load_checkpoint(checkpoint, surface_smoothing=surface_smoothing, skin_clamp=skin_clamp,
-                            landmark_ray_lift=landmark_ray_lift).eval()
+                            landmark_ray_lift=landmark_ray_lift, landmark_pull=landmark_pull).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / f"{name}.safetensors"
     onnx_path = out_dir / f"{name}.onnx"
@@ -251,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--landmark-ray-lift", type=float, default=None, metavar="BLEND",
                         help="how far the fused landmarks move onto their 2D rays, 0-1, written into the shipped "
                              "config (no weights; default: the checkpoint's own)")
+    parser.add_argument("--landmark-pull", type=float, default=None, metavar="BLEND",
+                        help="how far the placed fused mesh is pulled towards the refined landmarks, 0-1, written "
+                             "into the shipped config (no weights; default: the checkpoint's own)")
     parser.add_argument("--extra-report", type=Path, action="append", default=[],
                         help="another evaluation file to ship and list in the manifest (repeatable)")
     args = parser.parse_args(argv)
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint = resolve_checkpoint(args.checkpoint, Path(tmp))
         notes = args.notes if checkpoint == args.checkpoint else f"{args.notes} (joined from the weight parts {args.checkpoint})".strip()
         manifest = ship(checkpoint, args.name, args.out_dir, args.eval_samples, notes, tuple(args.extra_report),
-                        args.surface_smoothing, args.skin_clamp, args.landmark_ray_lift)
+                        args.surface_smoothing, args.skin_clamp, args.landmark_ray_lift, args.landmark_pull)
     print(f"wrote {manifest}")
 
 

@@ -77,6 +77,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from models.checkpoint import save_checkpoint
@@ -173,7 +174,11 @@ class FusedTrainConfig:
     ``training.ship --skin-clamp`` switches it on in the shipped config.
     ``freeze_refiner``: the landmark refiner (``models.landmark_refiner``, fitted beforehand by
     ``training.train_refiner`` and brought in by ``warm_start_from``) keeps its weights; the rest of the
-    network learns on its corrected landmarks."""
+    network learns on its corrected landmarks.
+    ``ema_decay``: when above 0, the trainer keeps an exponential moving average of the weights (and
+    buffers), updated after every step with this decay (0.998: a horizon of about 500 steps); evaluation,
+    the ``best`` checkpoint and ``last_ema`` use the average, ``last`` keeps the raw weights. Averaging
+    the small-batch updates' noise is what Polyak & Juditsky (1992) show for SGD iterates."""
 
     name: str = "realtime_fused"
     model_preset: str = "realtime_fused"
@@ -210,6 +215,7 @@ class FusedTrainConfig:
     seed: int = 0
     skin_clamp_in_training: bool = False
     freeze_refiner: bool = True
+    ema_decay: float = 0.0
     loss: FusedLossWeights = field(default_factory=FusedLossWeights)
 
     def resolve(self, path: str | None) -> Path | None:
@@ -603,7 +609,14 @@ class FusedTrainer:
                                  self.model.template_hand_length, cfg.loss, self.thickness).to(self.device)
         if self.model.refiner is not None and cfg.freeze_refiner:
             self.model.refiner.requires_grad_(False)
+        if self.model.pull_refiner is not None:  # fitted on the landmarks alone; it only serves the pull
+            self.model.pull_refiner.requires_grad_(False)
         self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr)
+        if not 0.0 <= cfg.ema_decay < 1.0:
+            raise FusedTrainError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}")
+        self.ema: AveragedModel | None = None
+        if cfg.ema_decay > 0:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         self.out_dir = cfg.resolve(cfg.out_dir) or REPO_ROOT / "runs" / cfg.name
         self.step = 0
         self.best = math.inf
@@ -631,22 +644,34 @@ class FusedTrainer:
                                    generator=torch.Generator().manual_seed(self.cfg.seed + 2))
         return synth, real, generated
 
-    def save(self, name: str, extra: dict[str, Any] | None = None) -> Path:
+    @property
+    def kept_model(self) -> M3DHMR:
+        """The weights that are evaluated and kept as ``best``: the moving average when ``ema_decay`` is
+        set, else the trained model itself."""
+        return self.model if self.ema is None else self.ema.module  # type: ignore[return-value]
+
+    def save(self, name: str, extra: dict[str, Any] | None = None, model: M3DHMR | None = None) -> Path:
         path = self.out_dir / "checkpoints" / f"{name}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"train_config": self.cfg.to_json(), "step": str(self.step), "trainer": "training.train_fused"}
         if extra:
             meta.update({k: json.dumps(v) for k, v in extra.items()})
-        save_checkpoint(self.model, path, extra_metadata=meta)
+        save_checkpoint(self.model if model is None else model, path, extra_metadata=meta)
         return path
+
+    def _save_last(self) -> None:
+        self.save("last")
+        if self.ema is not None:
+            self.save("last_ema", model=self.kept_model)
 
     def evaluate(self) -> dict[str, float]:
         row: dict[str, float] = {}
+        model = self.kept_model
         if self.test_set is not None:
-            metrics = evaluate_synthetic(self.model, self.test_set, "fused", thickness=self.thickness)
+            metrics = evaluate_synthetic(model, self.test_set, "fused", thickness=self.thickness)
             row.update({f"fused_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         if self.real_held_out is not None:
-            row.update(evaluate_real_2d(self.model, self.real_held_out, thickness=self.thickness))
+            row.update(evaluate_real_2d(model, self.real_held_out, thickness=self.thickness))
         return row
 
     def _some_rows(self, candidates: torch.Tensor, prob: float) -> torch.Tensor:
@@ -724,6 +749,8 @@ class FusedTrainer:
                 total.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 self.step += 1
                 sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
                 for k, v in terms.items():
@@ -737,12 +764,12 @@ class FusedTrainer:
                         print(json.dumps(row), flush=True)
                     sums, count = {}, 0
                 if cfg.checkpoint_every_steps > 0 and self.step % cfg.checkpoint_every_steps == 0:
-                    self.save("last")
+                    self._save_last()
                 if cfg.eval_every_steps > 0 and self.step % cfg.eval_every_steps == 0:
                     self._eval_and_keep(eval_log)
             epoch += 1
         final = self._eval_and_keep(eval_log)
-        self.save("last")
+        self._save_last()
         summary = {"steps": self.step, "elapsed_s": time.perf_counter() - t0, "final": final,
                    "warm_start": {k: len(v) for k, v in (self.warm_report or {}).items()}}
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -757,7 +784,7 @@ class FusedTrainer:
         score = row.get("fused_pa_mpjpe_mm", 0.0) + 100.0 * row.get("real_2d_mean", 0.0)
         if score < self.best:
             self.best = score
-            self.save("best", {"eval": row})
+            self.save("best", {"eval": row}, model=self.kept_model)
         return row
 
 

@@ -2,6 +2,7 @@
 
     python -m training.train_refiner --config training/configs/landmark_refiner.json
     python -m training.train_refiner --config training/configs/landmark_refiner.json --evaluate weights/realtime_fused.safetensors
+    python -m training.train_refiner --pull-refiner-from FITTED.safetensors --into NETWORK.safetensors --pull 0.7 --out OUT.safetensors
 
 The refiner learns, from the synthetic label caches (``python -m app.mediapipe_labels``), how MediaPipe's
 3D landmarks on our renders differ from our hand model's true joints: per hand, the true joints mapped
@@ -15,6 +16,10 @@ Writes ``out_checkpoint``: every tensor of ``base_checkpoint`` plus the refiner'
 landmarks before and after the refiner on the validation (and test) caches, how far it moves the joints,
 and the pose diversity of real photos' landmarks before and after (a refiner that pulled every hand to one
 pose would lower it).
+
+``--pull-refiner-from``: copy the refiner of one checkpoint (fitted on the landmarks alone) into another
+network as its pull refiner (``landmark_pull_hidden``, ``M3DHMR.pull_towards_landmarks``) with the pull's
+blend; for a network whose own refiner was trained further with it (``freeze_refiner: false``).
 """
 from __future__ import annotations
 
@@ -189,19 +194,39 @@ def score(refiner: LandmarkRefiner, data: LandmarkSet) -> dict[str, float]:
     }
 
 
-def install(base: Path, refiner: LandmarkRefiner, out: Path, notes: dict[str, str], asset: Any | None = None) -> M3DHMR:
-    """Write ``base``'s tensors plus the refiner's to ``out``, with ``landmark_refiner_hidden`` in its config
-    (``asset``: the hand asset, default the shipped one)."""
-    base_model = load_checkpoint(base, asset)
-    if base_model.config is None or not base_model.config.fused_cue:
-        raise RefinerTrainError(f"{base} is not a fused-cue checkpoint; the refiner corrects the fused landmarks")
-    config = dataclasses.replace(base_model.config, landmark_refiner_hidden=refiner.out.in_features)
+def _write_with_refiner(base_model: M3DHMR, config: Any, slot: str, refiner: LandmarkRefiner, out: Path,
+                        notes: dict[str, str], asset: Any | None) -> M3DHMR:
+    """``base_model``'s tensors with ``refiner``'s in the module ``slot`` (``refiner`` or ``pull_refiner``) of
+    a network built from ``config``, written to ``out``."""
     model = M3DHMR.from_config(config, asset)
-    state = {k: v for k, v in base_model.state_dict().items() if not k.startswith("refiner.")}
-    state.update({f"refiner.{k}": v.float() for k, v in refiner.state_dict().items()})
+    state = {k: v for k, v in base_model.state_dict().items() if not k.startswith(f"{slot}.")}
+    state.update({f"{slot}.{k}": v.float() for k, v in refiner.state_dict().items()})
     model.load_state_dict(state, strict=True)
     save_checkpoint(model.float(), out, extra_metadata=notes)
     return model
+
+
+def install(base_model: M3DHMR, refiner: LandmarkRefiner, out: Path, notes: dict[str, str], asset: Any | None = None) -> M3DHMR:
+    """Write ``base_model``'s tensors (a loaded fused-cue checkpoint) plus the refiner's to ``out``, with
+    ``landmark_refiner_hidden`` in its config (``asset``: the hand asset, default the shipped one)."""
+    if base_model.config is None or not base_model.config.fused_cue:
+        raise RefinerTrainError("the base checkpoint is not a fused-cue one; the refiner corrects the fused landmarks")
+    config = dataclasses.replace(base_model.config, landmark_refiner_hidden=refiner.out.in_features)
+    return _write_with_refiner(base_model, config, "refiner", refiner, out, notes, asset)
+
+
+def install_pull_refiner(base_model: M3DHMR, refiner: LandmarkRefiner, pull: float, out: Path,
+                         notes: dict[str, str], asset: Any | None = None) -> M3DHMR:
+    """Write ``base_model``'s tensors (a loaded fused-cue checkpoint) plus ``refiner``'s as its pull refiner to
+    ``out``, with ``landmark_pull = pull`` and ``landmark_pull_hidden`` in its config (``asset``: the hand
+    asset, default the shipped one)."""
+    if base_model.config is None or not base_model.config.fused_cue:
+        raise RefinerTrainError("the base checkpoint is not a fused-cue one; the pull moves the fused mesh")
+    try:
+        config = dataclasses.replace(base_model.config, landmark_pull=float(pull), landmark_pull_hidden=refiner.out.in_features)
+    except ValueError as error:
+        raise RefinerTrainError(f"cannot add a pull of {pull} to this network: {error}") from error
+    return _write_with_refiner(base_model, config, "pull_refiner", refiner, out, notes, asset)
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -254,24 +279,47 @@ def _write_report(report: dict[str, Any], stem: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m training.train_refiner", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", default=None, help="refiner config (required unless --pull-refiner-from)")
     parser.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINT",
                         help="do not fit: report the refiner inside this checkpoint on the config's caches")
+    parser.add_argument("--pull-refiner", action="store_true",
+                        help="with --evaluate: report the checkpoint's pull refiner instead of its refiner")
+    parser.add_argument("--pull-refiner-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="instead of fitting: copy this checkpoint's refiner into --into as its pull refiner")
+    parser.add_argument("--into", type=Path, default=None, metavar="CHECKPOINT", help="with --pull-refiner-from: the network")
+    parser.add_argument("--pull", type=float, default=0.7, help="with --pull-refiner-from: the pull's blend, 0-1")
     parser.add_argument("--out", type=Path, default=None, metavar="STEM",
-                        help="with --evaluate: write STEM_refiner.json / .md (default: the checkpoint's stem)")
+                        help="with --evaluate: write STEM_refiner.json / .md (default: the checkpoint's stem); "
+                             "with --pull-refiner-from: the checkpoint to write")
     args = parser.parse_args(argv)
+    if args.pull_refiner_from is not None:
+        if args.into is None or args.out is None:
+            parser.error("--pull-refiner-from needs --into and --out")
+        source = load_checkpoint(args.pull_refiner_from)
+        if source.refiner is None:
+            raise RefinerTrainError(f"{args.pull_refiner_from} has no landmark refiner (landmark_refiner_hidden is 0)")
+        install_pull_refiner(load_checkpoint(args.into), source.refiner, args.pull, args.out,
+                             {"pull_refiner_from": str(args.pull_refiner_from), "pull_into": str(args.into)})
+        print(f"wrote {args.out}")
+        return {"out": str(args.out)}
+    if args.config is None:
+        parser.error("--config is required (or --pull-refiner-from)")
     cfg = load_refiner_config(args.config)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     if args.evaluate is not None:
         model = load_checkpoint(args.evaluate)
-        if model.refiner is None or model.config is None:
-            raise RefinerTrainError(f"{args.evaluate} has no landmark refiner (landmark_refiner_hidden is 0)")
-        command = f"python -m training.train_refiner --config {args.config} --evaluate {args.evaluate}"
-        report = refiner_report(model.refiner.eval(), cfg, model.config.landmark_ray_lift, command)
+        refiner = model.pull_refiner if args.pull_refiner else model.refiner
+        if refiner is None or model.config is None:
+            which = "pull refiner (landmark_pull_hidden" if args.pull_refiner else "landmark refiner (landmark_refiner_hidden"
+            raise RefinerTrainError(f"{args.evaluate} has no {which} is 0)")
+        command = (f"python -m training.train_refiner --config {args.config} --evaluate {args.evaluate}"
+                   + (" --pull-refiner" if args.pull_refiner else ""))
+        report = refiner_report(refiner.eval(), cfg, model.config.landmark_ray_lift, command)
         _write_report(report, args.out if args.out is not None else args.evaluate.with_suffix(""))
         return report
     base = cfg.resolve(cfg.base_checkpoint)
-    base_config = load_checkpoint(base).config
+    base_model = load_checkpoint(base)
+    base_config = base_model.config
     if base_config is None or not base_config.fused_cue:
         raise RefinerTrainError(f"{base} is not a fused-cue checkpoint")
     lift = base_config.landmark_ray_lift
@@ -279,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     refiner = fit_refiner(cfg, train)
     report = refiner_report(refiner, cfg, lift, f"python -m training.train_refiner --config {args.config}", train)
     out = cfg.resolve(cfg.out_checkpoint)
-    install(base, refiner, out, {"refiner_val_pa_mpjpe_mm": f"{report['val']['pa_mpjpe_refined_mm']:.3f}"})
+    install(base_model, refiner, out, {"refiner_val_pa_mpjpe_mm": f"{report['val']['pa_mpjpe_refined_mm']:.3f}"})
     _write_report(report, out.with_suffix(""))
     return report
 
