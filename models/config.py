@@ -53,7 +53,8 @@ class M3DHMRConfig:
     ``landmark_refiner_hidden``: width of the MLP that corrects the (lifted) fused landmarks before anything
     reads them (``models.landmark_refiner``; 0: none); needs ``fused_cue``.
     ``landmark_pull``: after DGP has placed the mesh, its skeleton is moved this far (0: not at all, 1:
-    fully) towards the refiner's landmarks as they were before the second ray lift, bone by bone
+    fully) towards the refiner's landmarks as they were before the second ray lift, turned into the
+    mesh's palm frame (the fingers' bend and spread change, not where the hand points), bone by bone
     (``models.landmark_skinning.LandmarkSkinning.retarget``), keeping DGP's wrist position and the hand
     length; fused rows only; needs ``landmark_skin`` and a refiner: ``landmark_pull_hidden``, the width of
     a refiner of its own (frozen, fitted on the landmarks alone) whose output the pull goes towards, or

@@ -177,8 +177,10 @@ class FusedTrainConfig:
     network learns on its corrected landmarks.
     ``ema_decay``: when above 0, the trainer keeps an exponential moving average of the weights (and
     buffers), updated after every step with this decay (0.998: a horizon of about 500 steps); evaluation,
-    the ``best`` checkpoint and ``last_ema`` use the average, ``last`` keeps the raw weights. Averaging
-    the small-batch updates' noise is what Polyak & Juditsky (1992) show for SGD iterates."""
+    the ``best`` checkpoint and ``last_ema`` use the average, ``last`` keeps the raw weights (an
+    exponential form of the iterate averaging of Polyak & Juditsky, 1992). In phase 18, whose learning
+    rate had dropped tenfold for the last 45 % of the steps, the average ended 0.03 mm of PA-MPJPE better
+    than the raw weights (10.56 vs 10.59 mm on the validation hands) or equal (10.31 both)."""
 
     name: str = "realtime_fused"
     model_preset: str = "realtime_fused"
