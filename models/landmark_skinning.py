@@ -131,11 +131,15 @@ class LandmarkSkinning(nn.Module):
         pivots0 = self.template_joints.to(landmarks.dtype).index_select(0, self.pivot_index)  # (16, 3)
         pivots = landmarks.index_select(1, self.pivot_index)  # (B, 16, 3)
         offsets = pivots - (rotations @ pivots0.unsqueeze(-1)).squeeze(-1)  # (B, 16, 3)
-        weights = self.skin_weights.to(landmarks.dtype)
+        return self._blend(rotations, offsets, self.template_vertices.to(landmarks.dtype))
+
+    def _blend(self, rotations: Tensor, offsets: Tensor, points: Tensor) -> Tensor:
+        """Linear blend skinning: ``sum_b w_vb (R_b p_v + o_b)`` ``(B, V, 3)`` of ``points`` (``(V, 3)`` or
+        ``(B, V, 3)``) with per-bone ``rotations (B, 16, 3, 3)`` and ``offsets (B, 16, 3)``."""
+        weights = self.skin_weights.to(points.dtype)
         blended_rot = torch.einsum("vb,nbij->nvij", weights, rotations)
         blended_off = torch.einsum("vb,nbi->nvi", weights, offsets)
-        rest = self.template_vertices.to(landmarks.dtype)
-        return (blended_rot @ rest.unsqueeze(-1)).squeeze(-1) + blended_off
+        return (blended_rot @ points.unsqueeze(-1)).squeeze(-1) + blended_off
 
     def retarget(self, vertices: Tensor, joints: Tensor, target: Tensor) -> Tensor:
         """Move a posed mesh so that its skeleton follows ``target``: ``(B, V, 3)``.
@@ -151,7 +155,4 @@ class LandmarkSkinning(nn.Module):
         pivots_from = joints.index_select(1, self.pivot_index)
         pivots_to = target.index_select(1, self.pivot_index)
         offsets = pivots_to - (delta @ pivots_from.unsqueeze(-1)).squeeze(-1)  # (B, 16, 3)
-        weights = self.skin_weights.to(vertices.dtype)
-        blended_rot = torch.einsum("vb,nbij->nvij", weights, delta)
-        blended_off = torch.einsum("vb,nbi->nvi", weights, offsets)
-        return (blended_rot @ vertices.unsqueeze(-1)).squeeze(-1) + blended_off
+        return self._blend(delta, offsets, vertices)

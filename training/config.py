@@ -114,14 +114,19 @@ class TrainConfig:
         return dataclasses.replace(base, **values)
 
     def resolved_out_dir(self) -> Path:
-        out = Path(self.out_dir)
-        return out if out.is_absolute() else REPO_ROOT / out
+        return repo_path(self.out_dir)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def repo_path(path: str | Path) -> Path:
+    """``path`` as given when absolute, else under ``REPO_ROOT`` (config paths are relative to the repository)."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
 
 
 def read_json_fields(path: Path | str, cls: type, error: type[Exception], what: str) -> tuple[Path, dict[str, Any]]:

@@ -88,7 +88,7 @@ from models.hand.asset import load_hand_asset
 from models.hand.mesh_topology import face_adjacency
 from models.mesh_surface import bend_angles_deg, dihedral_cosines
 from models.paths import REPO_ROOT
-from training.config import read_json_fields
+from training.config import read_json_fields, repo_path
 from training.joint_limits import joint_limit_loss, joint_limit_violation
 from training.losses import aligned_l1, dihedral_loss, edge_length_loss, fold_loss, heatmap_kl_loss, mesh_edges, normal_loss
 from training.metrics import MetricAccumulator, procrustes_align_to_gt
@@ -221,10 +221,7 @@ class FusedTrainConfig:
     loss: FusedLossWeights = field(default_factory=FusedLossWeights)
 
     def resolve(self, path: str | None) -> Path | None:
-        if path is None or path == "":
-            return None
-        p = Path(path)
-        return p if p.is_absolute() else REPO_ROOT / p
+        return None if path is None or path == "" else repo_path(path)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -38,8 +38,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.landmark_lift import lift_landmarks_to_rays
 from models.landmark_refiner import MIN_FEATURE_STD, LandmarkRefiner
 from models.m3dhmr import M3DHMR
-from models.paths import REPO_ROOT
-from training.config import read_json_fields
+from training.config import read_json_fields, repo_path
 from training.metrics import pa_point_distances, procrustes_similarity
 from training.mp_data import CueCache, load_cue_cache, merge_cue_caches
 
@@ -71,8 +70,7 @@ class RefinerConfig:
     seed: int = 0
 
     def resolve(self, path: str) -> Path:
-        p = Path(path)
-        return p if p.is_absolute() else REPO_ROOT / p
+        return repo_path(path)
 
 
 def load_refiner_config(path: Path | str) -> RefinerConfig:
@@ -310,8 +308,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = load_checkpoint(args.evaluate)
         refiner = model.pull_refiner if args.pull_refiner else model.refiner
         if refiner is None or model.config is None:
-            which = "pull refiner (landmark_pull_hidden" if args.pull_refiner else "landmark refiner (landmark_refiner_hidden"
-            raise RefinerTrainError(f"{args.evaluate} has no {which} is 0)")
+            which, width = (("pull refiner", "landmark_pull_hidden") if args.pull_refiner
+                            else ("landmark refiner", "landmark_refiner_hidden"))
+            raise RefinerTrainError(f"{args.evaluate} has no {which} ({width} is 0)")
         command = (f"python -m training.train_refiner --config {args.config} --evaluate {args.evaluate}"
                    + (" --pull-refiner" if args.pull_refiner else ""))
         report = refiner_report(refiner.eval(), cfg, model.config.landmark_ray_lift, command)
