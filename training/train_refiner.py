@@ -2,7 +2,7 @@
 
     python -m training.train_refiner --config training/configs/landmark_refiner.json
     python -m training.train_refiner --config training/configs/landmark_refiner.json --evaluate weights/realtime_fused.safetensors
-    python -m training.train_refiner --pull-refiner-from FITTED.safetensors --into NETWORK.safetensors --pull 0.7 --out OUT.safetensors
+    python -m training.train_refiner --pull-refiner-from FITTED.safetensors --into NETWORK.safetensors --pull 0.5 --out OUT.safetensors
 
 The refiner learns, from the synthetic label caches (``python -m app.mediapipe_labels``), how MediaPipe's
 3D landmarks on our renders differ from our hand model's true joints: per hand, the true joints mapped
@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import get_preset
 from models.landmark_lift import lift_landmarks_to_rays
 from models.landmark_refiner import MIN_FEATURE_STD, LandmarkRefiner
 from models.m3dhmr import M3DHMR
@@ -285,7 +286,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pull-refiner-from", type=Path, default=None, metavar="CHECKPOINT",
                         help="instead of fitting: copy this checkpoint's refiner into --into as its pull refiner")
     parser.add_argument("--into", type=Path, default=None, metavar="CHECKPOINT", help="with --pull-refiner-from: the network")
-    parser.add_argument("--pull", type=float, default=0.7, help="with --pull-refiner-from: the pull's blend, 0-1")
+    parser.add_argument("--pull", type=float, default=get_preset("realtime_fused").landmark_pull,
+                        help="with --pull-refiner-from: the pull's blend, 0-1 (default: the realtime_fused preset's)")
     parser.add_argument("--out", type=Path, default=None, metavar="STEM",
                         help="with --evaluate: write STEM_refiner.json / .md (default: the checkpoint's stem); "
                              "with --pull-refiner-from: the checkpoint to write")
