@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.mediapipe_frame import hand_length
-from training.depth_floor import depth_floor, main, to_markdown
+from training.depth_floor import NetworkCues, depth_floor, log_correlation, main, to_markdown
 from training.mp_data import CueCache, CueDataError
 
 DEPTH_M = 0.6
@@ -94,8 +94,12 @@ def test_a_photo_cache_is_refused_and_the_report_is_written(tmp_path: Path) -> N
         main(["--cache", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
 
 
+def _network(mp_uv_of: object, lengths: torch.Tensor) -> NetworkCues:
+    return NetworkCues(torch.from_numpy(_cache(mp_uv_of).arrays["mp_uv_crop"]).double(), lengths)
+
+
 def test_the_network_rows_need_a_readable_checkpoint(tmp_path: Path) -> None:
-    report = depth_floor(_cache(lambda uv: uv), net_2d=torch.from_numpy(_cache(lambda uv: uv + 2.0).arrays["mp_uv_crop"]).double())
+    report = depth_floor(_cache(lambda uv: uv), network=_network(lambda uv: uv + 2.0, torch.full((5,), 0.19)))
     row = report["rows"]["true shape, network 2D (image-only cue)"]
     assert row["root_mean_mm"] > 1.0 and report["error_2d_mean_px"]["network 2D"] == pytest.approx(np.hypot(2.0, 2.0), abs=1e-4)
     bad = tmp_path / "bad.safetensors"
@@ -107,3 +111,28 @@ def test_the_network_rows_need_a_readable_checkpoint(tmp_path: Path) -> None:
              crop_rgb=np.zeros((5, 8, 8, 3), np.uint8), **cache.arrays)
     with pytest.raises(SystemExit, match="not a readable safetensors"):
         main(["--cache", str(cache_dir), "--weights", str(bad)])
+
+
+def test_two_skeletons_off_in_opposite_ways_blend_to_the_truth() -> None:
+    shrunk = _cache(lambda uv: CENTRE_PX + (uv - CENTRE_PX) * 0.95)
+    report = depth_floor(shrunk, network=_network(lambda uv: CENTRE_PX + (uv - CENTRE_PX) * 1.05, torch.full((5,), 0.19)))
+    assert report["blend_network_weight"] == pytest.approx(0.5)
+    assert report["rows"]["true shape, best blend of MediaPipe and network 2D (network weight 0.5)"]["root_mean_mm"] < 0.05
+    assert report["rows"]["true shape, MediaPipe 2D"]["root_mean_mm"] > 20.0
+    assert report["error_2d_mean_px"]["best blend"] < 1e-3
+    assert "network weight 0.5" in to_markdown(report)
+
+
+def test_size_information_is_the_log_correlation_with_the_true_length() -> None:
+    truth = torch.tensor([0.17, 0.18, 0.19, 0.20, 0.21], dtype=torch.float64)
+    assert log_correlation(truth ** 2, truth) == pytest.approx(1.0)
+    assert log_correlation(1.0 / truth, truth) == pytest.approx(-1.0)
+    assert log_correlation(torch.full((5,), 0.19), truth) == 0.0
+    cache = _cache(lambda uv: uv, flat=False)
+    lengths = hand_length(torch.from_numpy(cache.arrays["joints_cam"].astype(np.float64)))
+    report = depth_floor(cache, network=_network(lambda uv: uv, torch.full((5,), 0.19)))
+    # the cache's MediaPipe world landmarks are the true hand scaled by 1.3: they carry the size exactly
+    assert report["size_log_correlation"]["MediaPipe world landmarks"] == pytest.approx(1.0)
+    assert report["size_log_correlation"]["network, fused cue"] == 0.0
+    assert float(lengths.std()) > 0.0
+    assert "no information about the size" in to_markdown(report)
