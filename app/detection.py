@@ -96,6 +96,58 @@ def landmarks_box(landmarks_img: np.ndarray) -> np.ndarray:
     return np.concatenate([pts.min(axis=0), pts.max(axis=0)]).astype(np.float32)
 
 
+DUPLICATE_CONTAINMENT: float = 0.7
+"""A hand whose landmark box lies at least this much (intersection / its own area) inside a larger
+hand's box is taken for a second reading of that hand (see :func:`suppress_duplicates`)."""
+
+PHANTOM_SIDE_RATIO: float = 0.5
+"""... whatever its handedness label, when its box is also at most this fraction of the larger one's size
+(square root of the area ratio)."""
+
+
+def _box_area(box: np.ndarray) -> float:
+    return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+
+
+def is_duplicate_of(smaller: HandDetection, larger: HandDetection) -> bool:
+    """Whether ``smaller`` is another reading of the hand ``larger`` (see :func:`suppress_duplicates`)."""
+    a, b = smaller.box_img, larger.box_img
+    inner = np.concatenate([np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])])
+    own, big = _box_area(a), _box_area(b)
+    if own <= 0.0 or big < own:  # no area to compare, or not the smaller of the two
+        return False
+    if _box_area(inner) / own < DUPLICATE_CONTAINMENT:
+        return False
+    return smaller.handedness == larger.handedness or (own / big) ** 0.5 <= PHANTOM_SIDE_RATIO
+
+
+def suppress_duplicates(detections: list[HandDetection]) -> list[HandDetection]:
+    """Drop the extra readings of one hand that MediaPipe sometimes returns, keeping MediaPipe's order.
+
+    On still photos of curled hands (sign-language digits) MediaPipe's two palm detections can land on
+    one hand, and the landmark model then reports it twice: a second skeleton inside the first, often
+    squeezed onto the fingers. The boxes of such pairs overlap little by IoU (a small box inside a large
+    one), so MediaPipe's own overlap test lets them through. Measured on the 3,619 photos of
+    ``../shared/real/photos``: 11 of the 184 photos with two hands were this case, every one on a single
+    hand, and in each the larger skeleton was the right one (looked at, one by one). So a detection whose
+    landmark box lies at least :data:`DUPLICATE_CONTAINMENT` inside a larger one's is dropped when both
+    carry the same handedness label, or when it is also at most :data:`PHANTOM_SIDE_RATIO` of the other's
+    size. Two real hands that overlap (hands clasped, one in front of the other) are a left and a right
+    hand of similar size and both stay.
+
+    Args:
+        detections: as returned by MediaPipe, any number.
+    Returns:
+        the detections that are not another one's duplicate, in their original order.
+    """
+    by_size = sorted(range(len(detections)), key=lambda i: -_box_area(detections[i].box_img))
+    kept: list[int] = []
+    for i in by_size:
+        if not any(is_duplicate_of(detections[i], detections[j]) for j in kept):
+            kept.append(i)
+    return [detections[i] for i in sorted(kept)]
+
+
 class HandDetector:
     """MediaPipe HandLandmarker in VIDEO (tracking) mode: palm detection runs only when tracking is lost.
 
@@ -157,7 +209,8 @@ class HandDetector:
             bgr: ``(H, W, 3)`` uint8 BGR frame (any size; frames under 2x2 pixels yield no hand).
             t: time stamp in seconds; when missing or not increasing, the previous stamp + 1 ms is used.
         Returns:
-            up to ``max_hands`` detections, in MediaPipe's order.
+            up to ``max_hands`` detections, in MediaPipe's order, second readings of one hand dropped
+            (:func:`suppress_duplicates`).
         """
         import mediapipe as mp
 
@@ -192,7 +245,7 @@ class HandDetector:
                     box_img=landmarks_box(pts[:, :2]),
                 )
             )
-        return detections
+        return suppress_duplicates(detections)
 
     def close(self) -> None:
         self._landmarker.close()

@@ -52,7 +52,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.detection import HandDetection, landmarks_box
+from app.detection import HandDetection, landmarks_box, suppress_duplicates
 from app.intrinsics import Intrinsics
 from app.pipeline import CUES, HAND_LENGTH_RANGE_CM, HandPipeline, PipelineOptions
 from app.results import FrameResult, HandResult
@@ -118,7 +118,8 @@ class StillImageAdapter:
         self.max_hands = int(max_hands)
 
     def detect(self, bgr: np.ndarray, t: float | None = None) -> list[HandDetection]:
-        """Hands in one ``(H, W, 3)`` uint8 BGR image; ``t`` is ignored (no tracking)."""
+        """Hands in one ``(H, W, 3)`` uint8 BGR image; ``t`` is ignored (no tracking). Second readings of one
+        hand are dropped as the live detector drops them (``app.detection.suppress_duplicates``)."""
         detections = []
         for hand in self._still.detect(bgr)[: self.max_hands]:
             uv = np.asarray(hand.uv_img, np.float32)
@@ -130,7 +131,7 @@ class StillImageAdapter:
                 score=float(hand.score),
                 box_img=landmarks_box(uv),
             ))
-        return detections
+        return suppress_duplicates(detections)
 
     def reset(self) -> None:
         """Nothing to forget: IMAGE mode keeps no state between images."""

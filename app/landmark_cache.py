@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from app.detection import NUM_LANDMARKS, HandDetection, landmarks_box
+from app.detection import NUM_LANDMARKS, HandDetection, landmarks_box, suppress_duplicates
 from app.intrinsics import DEFAULT_HFOV_DEG, Intrinsics
 from models.file_hash import sha256_file
 
@@ -169,7 +169,8 @@ class CachedDetector:
         if frame is None and self._next < len(self._by_order):
             frame = self._by_order[self._next]
         self._next += 1
-        return list(frame.hands) if frame is not None else []
+        # caches recorded before the live detector dropped second readings of a hand get the same treatment
+        return suppress_duplicates(list(frame.hands)) if frame is not None else []
 
     def reset(self) -> None:
         self._next = 0

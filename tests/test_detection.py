@@ -4,10 +4,19 @@ from __future__ import annotations
 import io
 import zipfile
 
+import cv2
 import numpy as np
 import pytest
 
-from app.detection import HandDetector, hand_landmarker_bundle, landmarks_box
+from app.detection import (
+    NUM_LANDMARKS,
+    HandDetection,
+    HandDetector,
+    hand_landmarker_bundle,
+    is_duplicate_of,
+    landmarks_box,
+    suppress_duplicates,
+)
 from app.sources import VideoFileSource
 from models.paths import SHARED_REAL_DIR
 
@@ -106,3 +115,54 @@ def test_two_hands_side_by_side_are_both_found() -> None:
     assert all(f == [("left", False), ("right", True)] for f in both)
     with HandDetector(max_hands=1) as single:
         assert len(single.detect(np.ascontiguousarray(np.concatenate([frames[0], frames[0][:, ::-1]], 1)), 0.0)) <= 1
+
+
+def _detection(box: tuple[float, float, float, float], handedness: str = "right") -> HandDetection:
+    x0, y0, x1, y1 = box
+    grid = np.linspace(0.0, 1.0, NUM_LANDMARKS)
+    pts = np.stack([x0 + (x1 - x0) * grid, y0 + (y1 - y0) * grid[::-1]], axis=1).astype(np.float32)
+    return HandDetection(landmarks_img=pts, landmarks_z=np.zeros(NUM_LANDMARKS, np.float32),
+                         world_landmarks=np.zeros((NUM_LANDMARKS, 3), np.float32), handedness=handedness,
+                         score=0.9, box_img=landmarks_box(pts))
+
+
+def test_a_second_reading_inside_a_hand_is_dropped_and_the_order_kept() -> None:
+    hand = _detection((100, 100, 200, 220))
+    squeezed = _detection((120, 100, 190, 150))  # on the fingers of the same hand, same label
+    phantom = _detection((150, 110, 170, 130), "left")  # tiny, other label
+    other = _detection((400, 100, 480, 200), "left")
+    kept = suppress_duplicates([squeezed, other, hand, phantom])
+    assert kept == [other, hand]
+    assert is_duplicate_of(squeezed, hand) and is_duplicate_of(phantom, hand)
+    assert not is_duplicate_of(hand, squeezed)  # only the smaller of two goes
+
+
+def test_two_real_hands_that_overlap_both_stay() -> None:
+    right = _detection((100, 100, 200, 220), "right")
+    left = _detection((110, 95, 205, 215), "left")  # clasped: almost the same box, the other hand
+    assert suppress_duplicates([right, left]) == [right, left]
+    half_out = _detection((150, 100, 260, 220), "right")  # same label but half outside
+    assert suppress_duplicates([right, half_out]) == [right, half_out]
+    assert suppress_duplicates([]) == []
+
+
+PHOTOS = SHARED_REAL_DIR / "photos"
+# MediaPipe 0.10.21 read each of these curled hands twice here (IMAGE mode: all five; VIDEO mode: the last three)
+DOUBLE_READ_PHOTOS = ("sign_digits/0/IMG_5142.JPG", "sign_digits/0/IMG_5918.JPG", "sign_digits/6/IMG_5873.JPG",
+                      "sign_digits/0/IMG_4476.JPG", "sign_digits/0/IMG_5897.JPG")
+
+
+@pytest.mark.skipif(not PHOTOS.is_dir(), reason="../shared/real/photos absent")
+def test_real_photos_that_mediapipe_reads_twice_give_one_hand() -> None:
+    from app.evaluate_app import StillImageAdapter
+
+    with HandDetector(max_hands=2) as live:
+        still = StillImageAdapter(max_hands=2)
+        try:
+            for rel in DOUBLE_READ_PHOTOS:
+                image = cv2.imread(str(PHOTOS / rel), cv2.IMREAD_COLOR)
+                live.reset()
+                assert len(live.detect(image, 0.0)) == 1, rel
+                assert len(still.detect(image)) == 1, rel
+        finally:
+            still.close()

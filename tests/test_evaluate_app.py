@@ -149,17 +149,22 @@ def test_still_image_adapter_speaks_the_pipeline_detector_interface() -> None:
 
     class FakeStill:
         closed = False
+        shifts = (0.0, 500.0, 1000.0)  # three hands side by side; (0, 0, 500): one of them read twice
 
         def detect(self, bgr: np.ndarray) -> list[MediaPipeHand]:
-            return [MediaPipeHand(uv, np.zeros(21, np.float32), np.ones((21, 3), np.float32), False, 0.9)] * 3
+            return [MediaPipeHand(uv + shift, np.zeros(21, np.float32), np.ones((21, 3), np.float32), False, 0.9)
+                    for shift in self.shifts]
 
         def close(self) -> None:
             FakeStill.closed = True
 
-    adapter = StillImageAdapter(max_hands=2, detector=FakeStill())
+    still = FakeStill()
+    adapter = StillImageAdapter(max_hands=2, detector=still)
     dets = adapter.detect(np.zeros((8, 8, 3), np.uint8), 0.0)
     assert len(dets) == 2
     assert dets[0].handedness == "left" and dets[0].score == pytest.approx(0.9)
+    still.shifts = (0.0, 0.0, 500.0)
+    assert len(adapter.detect(np.zeros((8, 8, 3), np.uint8), 0.0)) == 1  # the second reading is dropped
     np.testing.assert_array_equal(dets[0].landmarks_img, uv)
     np.testing.assert_allclose(dets[0].box_img, [*uv.min(axis=0), *uv.max(axis=0)])
     adapter.reset()
