@@ -28,7 +28,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # One llvmpipe thread: the machine running the tests has two cores.
 os.environ.setdefault("LP_NUM_THREADS", "1")
 
-GUI_THREAD_NAMES: tuple[str, ...] = ("capture", "processing", "presenting", "scene-render")
+GUI_THREAD_NAMES: tuple[str, ...] = ("capture", "processing", "inference", "presenting", "scene-render")
 
 STEP_TIMEOUT_S = 60.0
 """How long a GUI test waits for a worker thread or the window to reach its next step: a deadlock guard
@@ -149,7 +149,14 @@ class FakePipeline:
     closed: bool = False
     option_updates: int = 0
 
+    def prepare(self, frame: Frame) -> Frame:
+        """The detection half (nothing to detect here): the worker hands the returned object to :meth:`finish`."""
+        return frame
+
     def process(self, frame: Frame) -> FrameResult:
+        return self.finish(self.prepare(frame))
+
+    def finish(self, frame: Frame) -> FrameResult:
         if self.delay_s:
             time.sleep(self.delay_s)
         self.processed.append(frame.index)

@@ -12,6 +12,7 @@ import cv2
 import pytest
 from PyQt6.QtCore import Qt
 
+from app.pipeline import PipelineOptions
 from app.recording import read_jsonl
 from app.results import FrameResult
 from app.smoothing import SmoothingParams
@@ -124,18 +125,18 @@ class SteppedSource(CountingSource):
 
 
 class GatedPipeline(FakePipeline):
-    """A fake pipeline whose every ``process`` call waits for the test's permit; records the frames it
-    started in order."""
+    """A fake pipeline whose every ``prepare`` call (the detection half) waits for the test's permit;
+    records the frames it started in order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gate = Turnstile()
         self.started: list[int] = []
 
-    def process(self, frame: Frame) -> FrameResult:
+    def prepare(self, frame: Frame) -> Frame:
         self.started.append(frame.index)
         self.gate.pass_through()
-        return super().process(frame)
+        return super().prepare(frame)
 
 
 class ManualClock:
@@ -391,4 +392,70 @@ def test_stop_is_prompt_and_idempotent() -> None:
     worker.stop()
     worker.stop()
     assert time.perf_counter() - start < 2.0
-    assert not any(t.name in ("capture", "processing", "presenting") for t in threading.enumerate())
+    assert not any(t.name in ("capture", "processing", "inference", "presenting") for t in threading.enumerate())
+
+
+class OverlapPipeline(FakePipeline):
+    """Records, for each frame's ``finish``, whether ``prepare`` of a later frame ran while it waited
+    (up to ``wait_s``), and how many frames were between the two halves whenever the worker changed or
+    reset the pipeline. (Not at close: a frame prepared while the worker stops is dropped, by design.)"""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__()
+        self.wait_s = wait_s
+        self.cond = threading.Condition()
+        self.prepared_up_to = -1
+        self.between = 0
+        self.overlapped: list[bool] = []
+        self.finished: list[int] = []
+        self.between_at_changes: list[int] = []
+
+    def prepare(self, frame: Frame) -> Frame:
+        with self.cond:
+            self.prepared_up_to = max(self.prepared_up_to, frame.index)
+            self.between += 1
+            self.cond.notify_all()
+        return frame
+
+    def finish(self, frame: Frame) -> FrameResult:
+        with self.cond:
+            self.overlapped.append(self.cond.wait_for(lambda: self.prepared_up_to > frame.index, self.wait_s))
+        result = super().finish(frame)
+        with self.cond:
+            self.finished.append(frame.index)
+            self.between -= 1
+        return result
+
+    def set_options(self, options: PipelineOptions) -> None:
+        self.between_at_changes.append(self.between)
+        super().set_options(options)
+
+    def reset(self) -> None:
+        self.between_at_changes.append(self.between)
+        super().reset()
+
+
+def test_detection_of_the_next_frame_overlaps_the_network_of_this_one(qtbot) -> None:
+    """The processing thread prepares frame n+1 while the inference thread finishes frame n (a
+    sequential loop could never satisfy the fake's wait, and every frame would wait it out); frames
+    finish once each, in order, and the pipeline is never changed, reset or closed with a frame
+    between its two halves."""
+    pipeline = OverlapPipeline(wait_s=2.0)
+    worker = LiveWorker(lambda settings: pipeline, realtime=False)
+    worker.result_ready.connect(worker.take_result)
+    worker.set_source(lambda: CountingSource())
+    worker.start()
+    try:
+        qtbot.waitUntil(lambda: len(pipeline.overlapped) >= 6, timeout=WAIT_MS)
+        worker.update_settings(with_options(worker.settings, max_hands=1))
+        qtbot.waitUntil(lambda: pipeline.option_updates == 1, timeout=WAIT_MS)
+        worker.set_source(lambda: CountingSource(name="second"))
+        qtbot.waitUntil(lambda: pipeline.resets >= 2, timeout=WAIT_MS)
+    finally:
+        worker.stop()
+    assert all(pipeline.overlapped[:6])
+    # every source counts its frames from 0: in order, each once, with one restart at the switch
+    order = pipeline.finished
+    assert sum(later <= earlier for earlier, later in zip(order, order[1:])) == 1
+    assert pipeline.closed and pipeline.between_at_changes and set(pipeline.between_at_changes) == {0}
+    assert gui_threads_alive() == []

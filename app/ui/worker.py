@@ -1,12 +1,16 @@
-"""The live loop behind the window: capture, inference and presenting threads, one pending result.
+"""The live loop behind the window: capture, detection, inference and presenting threads, one pending result.
 
 Practice 5 of DESIGN.md: the latest frame wins (the capture thread overwrites a one-frame slot, so a
-slow pipeline drops frames instead of falling behind); one inference thread runs the pipeline; a
-presenting thread draws the 2D overlay and feeds the recorder for every inferred frame (a queue of two
-with backpressure, so recordings have every processed frame while drawing overlaps the next
-inference on a second core), and hands the GUI immutable :class:`ProcessedFrame` objects through a
-one-item slot: the GUI never has more than one pending result, and the ``result_ready`` signal is
-emitted only when that slot goes from empty to full.
+slow pipeline drops frames instead of falling behind); the pipeline runs in two stages on two threads,
+as the headless runner's ``HandPipeline.run_overlapped`` does: the processing thread runs MediaPipe,
+tracking and crops (``prepare``) at most one frame ahead of the inference thread, which runs the
+network, DGP and smoothing (``finish``). Both libraries release the interpreter lock, so on two cores
+the frame rate approaches ``1 / max(detect, network)`` instead of ``1 / (detect + network)``; frames
+still finish in order, each exactly once. A presenting thread draws the 2D overlay and feeds the
+recorder for every inferred frame (a queue of two with backpressure, so recordings have every
+processed frame while drawing overlaps the next inference), and hands the GUI immutable
+:class:`ProcessedFrame` objects through a one-item slot: the GUI never has more than one pending
+result, and the ``result_ready`` signal is emitted only when that slot goes from empty to full.
 
 Everything that touches the pipeline, the recorder or the source runs on the worker's own threads;
 the GUI thread only posts requests (:meth:`LiveWorker.set_source`, :meth:`LiveWorker.update_settings`,
@@ -21,7 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Protocol, TypeVar
 
 import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
@@ -109,11 +113,16 @@ class RateMeter:
 
 
 class PipelineLike(Protocol):
-    """What the worker needs from :class:`app.pipeline.HandPipeline` (tests pass a fake)."""
+    """What the worker needs from :class:`app.pipeline.HandPipeline` (tests pass a fake): ``prepare``
+    (detection, tracking, crops) and ``finish`` (network, DGP, smoothing) of one frame, in that order;
+    the worker calls ``finish`` of frame n on one thread while ``prepare`` of frame n+1 runs on another,
+    and never changes, resets or closes the pipeline while a frame is between the two."""
 
     options: PipelineOptions
 
-    def process(self, frame: Frame) -> FrameResult: ...
+    def prepare(self, frame: Frame) -> Any: ...
+
+    def finish(self, prepared: Any) -> FrameResult: ...
 
     def set_options(self, options: PipelineOptions) -> None: ...
 
@@ -181,9 +190,39 @@ class _Captured:
     generation: int
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    captured: _Captured
+    pipeline: PipelineLike
+    prepared: Any
+
+
+class _InFlight:
+    """How many frames the processing thread has handed to the inference thread and not yet seen
+    finished; the processing thread waits for none before it changes, resets or closes the pipeline."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    def add(self) -> None:
+        with self._cond:
+            self._count += 1
+
+    def done(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def wait_none(self, timeout: float) -> bool:
+        """Block until no frame is in flight or ``timeout`` seconds pass; True when none is."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
 class LiveWorker(QObject):
-    """Owns the source, the pipeline and the recorder, and runs them on three threads (capture,
-    processing, presenting).
+    """Owns the source, the pipeline and the recorder, and runs them on four threads (capture,
+    processing: detection and crops, inference: network and smoothing, presenting).
 
     Args:
         pipeline_factory: builds the pipeline for given settings (called on the processing thread).
@@ -223,6 +262,8 @@ class LiveWorker(QObject):
         self._source_changed = threading.Event()
         self._frames: LatestSlot[_Captured] = LatestSlot()
         self._results: LatestSlot[ProcessedFrame] = LatestSlot()
+        self._to_infer: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
+        self._in_flight = _InFlight()
         self._to_present: queue.Queue[_Inferred | None] = queue.Queue(maxsize=2)
         self._pending_opener: SourceOpener | None = None
         self._pending_settings: EngineSettings | None = settings
@@ -238,12 +279,13 @@ class LiveWorker(QObject):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the capture, processing and presenting threads (idempotent)."""
+        """Start the capture, processing, inference and presenting threads (idempotent)."""
         if self._threads:
             return
         self._threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
             threading.Thread(target=self._processing_loop, name="processing", daemon=True),
+            threading.Thread(target=self._inference_loop, name="inference", daemon=True),
             threading.Thread(target=self._presenting_loop, name="presenting", daemon=True),
         ]
         for thread in self._threads:
@@ -368,7 +410,7 @@ class LiveWorker(QObject):
         self.source_opened.emit(source.name)
         return source
 
-    # -- processing thread ----------------------------------------------------------------------
+    # -- processing thread (detection, tracking, crops) ------------------------------------------
 
     def _processing_loop(self) -> None:
         pipeline: PipelineLike | None = None
@@ -380,30 +422,79 @@ class LiveWorker(QObject):
                 if captured is None or pipeline is None:
                     continue
                 if captured.generation != generation:
+                    self._wait_for_inference()
                     pipeline.reset()
                     generation = captured.generation
                 try:
-                    result = pipeline.process(captured.frame).with_timing("read", captured.read_ms)
+                    prepared = pipeline.prepare(captured.frame)
                 except Exception as err:  # a failing frame must not kill the live loop; it is shown and logged
                     LOG.exception("processing frame %d failed", captured.frame.index)
                     self.error.emit(f"Processing frame {captured.frame.index} failed: {err}")
                     continue
-                self._hand_to_presenter(_Inferred(captured.frame, result))
+                self._hand_to_inference(_Prepared(captured, pipeline, prepared))
         finally:
+            self._wait_for_inference()
+            self._hand_to_inference(None)
             if pipeline is not None:
                 pipeline.close()
+
+    def _wait_for_inference(self, timeout: float = 10.0) -> None:
+        """Wait until the inference thread has finished every frame handed to it (before the pipeline
+        changes, resets or closes); gives up after ``timeout`` seconds (logged) so a stuck backend
+        cannot hang a stop."""
+        if not self._in_flight.wait_none(timeout):
+            LOG.warning("the inference thread did not finish its frame within %.1f s", timeout)
+
+    def _hand_to_inference(self, item: _Prepared | None) -> None:
+        """Queue for the inference thread (one frame at most: the processing thread stays one frame ahead)."""
+        if item is not None:
+            self._in_flight.add()
+        if not self._put_until_stopped(self._to_infer, item):
+            self._in_flight.done()
+
+    def _put_until_stopped(self, to: "queue.Queue[Any]", item: object) -> bool:
+        """Put ``item`` on ``to``, waiting while it is full; a frame is given up (False) only once the
+        worker stops, an end marker (None) never."""
+        while True:
+            try:
+                to.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._stop.is_set() and item is not None:
+                    return False
+
+    # -- inference thread (network, DGP, smoothing) ---------------------------------------------
+
+    def _inference_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self._to_infer.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                try:
+                    self._infer_one(item)
+                finally:
+                    self._in_flight.done()
+        finally:
             self._hand_to_presenter(None)
+
+    def _infer_one(self, item: _Prepared) -> None:
+        frame = item.captured.frame
+        try:
+            result = item.pipeline.finish(item.prepared).with_timing("read", item.captured.read_ms)
+        except Exception as err:  # a failing frame must not kill the live loop; it is shown and logged
+            LOG.exception("processing frame %d failed", frame.index)
+            self.error.emit(f"Processing frame {frame.index} failed: {err}")
+            return
+        self._hand_to_presenter(_Inferred(frame, result))
 
     def _hand_to_presenter(self, item: "_Inferred | None") -> None:
         """Queue for the presenter, waiting while it is behind (every processed frame gets drawn and
         recorded; the backpressure slows inference instead of losing frames)."""
-        while True:
-            try:
-                self._to_present.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                if self._stop.is_set() and item is not None:
-                    return
+        self._put_until_stopped(self._to_present, item)
 
     def _apply_settings(self, pipeline: PipelineLike | None) -> PipelineLike | None:
         with self._lock:
@@ -414,9 +505,11 @@ class LiveWorker(QObject):
         rebuild = pipeline is None or (previous.backend, previous.device) != (settings.backend, settings.device)
         if not rebuild:
             if settings.options != pipeline.options:
+                self._wait_for_inference()
                 pipeline.set_options(settings.options)
             return pipeline
         if pipeline is not None:
+            self._wait_for_inference()
             pipeline.close()
         try:
             pipeline = self._factory(settings)
