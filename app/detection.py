@@ -105,18 +105,23 @@ PHANTOM_SIDE_RATIO: float = 0.5
 (square root of the area ratio)."""
 
 
-def _box_area(box: np.ndarray) -> float:
+def box_area(box: np.ndarray) -> float:
+    """Area of a ``(4,)`` x0, y0, x1, y1 box (pixels squared; 0 for an empty box)."""
     return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+
+
+def box_intersection_area(a: np.ndarray, b: np.ndarray) -> float:
+    """Area shared by two ``(4,)`` x0, y0, x1, y1 boxes (pixels squared)."""
+    return box_area(np.concatenate([np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])]))
 
 
 def is_duplicate_of(smaller: HandDetection, larger: HandDetection) -> bool:
     """Whether ``smaller`` is another reading of the hand ``larger`` (see :func:`suppress_duplicates`)."""
     a, b = smaller.box_img, larger.box_img
-    inner = np.concatenate([np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])])
-    own, big = _box_area(a), _box_area(b)
+    own, big = box_area(a), box_area(b)
     if own <= 0.0 or big < own:  # no area to compare, or not the smaller of the two
         return False
-    if _box_area(inner) / own < DUPLICATE_CONTAINMENT:
+    if box_intersection_area(a, b) / own < DUPLICATE_CONTAINMENT:
         return False
     return smaller.handedness == larger.handedness or (own / big) ** 0.5 <= PHANTOM_SIDE_RATIO
 
@@ -140,7 +145,7 @@ def suppress_duplicates(detections: list[HandDetection]) -> list[HandDetection]:
     Returns:
         the detections that are not another one's duplicate, in their original order.
     """
-    by_size = sorted(range(len(detections)), key=lambda i: -_box_area(detections[i].box_img))
+    by_size = sorted(range(len(detections)), key=lambda i: -box_area(detections[i].box_img))
     kept: list[int] = []
     for i in by_size:
         if not any(is_duplicate_of(detections[i], detections[j]) for j in kept):

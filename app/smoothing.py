@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from app.detection import box_area, box_intersection_area
+
 
 @dataclass(frozen=True)
 class OneEuroParams:
@@ -133,10 +135,8 @@ class HandSmoother:
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two ``(4,)`` x0, y0, x1, y1 boxes (pixels)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    inter = box_intersection_area(a, b)
+    union = box_area(a) + box_area(b) - inter
     return float(inter / union) if union > 0 else 0.0
 
 
